@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine: `make up` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= cluster.yaml
+
+.PHONY: up test lint install bench-crdt clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/likes up --config $(CONFIG)
+
+lint: install
+	$(BIN)/ruff check crdt gossip node bench tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench-crdt: install
+	$(BIN)/python -m bench crdt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

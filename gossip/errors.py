@@ -1,0 +1,13 @@
+"""Every error gossip raises, under one root."""
+
+
+class GossipError(Exception):
+    """Root of the errors raised by the gossip package."""
+
+
+class FrameError(GossipError):
+    """A frame is malformed, oversized, of an unknown type or fails authentication."""
+
+
+class PayloadError(GossipError):
+    """A replica payload cannot be decoded or merged; raised by a ``Replica``."""
