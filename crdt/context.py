@@ -8,7 +8,7 @@ out of order stay in the cloud exactly, so a late delta is never mistaken for on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, make_dot
 
@@ -78,13 +78,6 @@ class CausalContext:
     def size(self) -> int:
         """How many dots the context covers."""
         return sum(self.vv.values()) + len(self.cloud)
-
-    def dots(self) -> Iterator[int]:
-        """Every covered dot."""
-        for actor, top in self.vv.items():
-            for counter in range(1, top + 1):
-                yield make_dot(actor, counter)
-        yield from self.cloud
 
     def copy(self) -> CausalContext:
         """An independent copy."""

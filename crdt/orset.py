@@ -107,14 +107,21 @@ class _DotIndex:
         else:
             self._sparse[dot] = element
 
-    def element(self, dot: int) -> int | None:
-        run = self._runs.get(dot & ACTOR_MASK)
-        counter = dot >> ACTOR_BITS
-        if run is not None and counter < len(run):
-            found = run[counter]
-            if found is not None:
-                return found
-        return self._sparse.get(dot)
+    def elements_covered_by(self, cc: CausalContext) -> set[int | None]:
+        """The elements that held, at some point, a dot ``cc`` covers (None stands for gaps)."""
+        runs = self._runs
+        found: set[int | None] = set()
+        for actor, top in cc.vv.items():
+            run = runs.get(actor)
+            if run is not None:
+                found.update(run[1 : top + 1])  # a slice: the whole range at C speed
+        for dot in cc.cloud:
+            run = runs.get(dot & ACTOR_MASK)
+            counter = dot >> ACTOR_BITS
+            if run is not None and counter < len(run):
+                found.add(run[counter])
+        found.update(element for dot, element in self._sparse.items() if cc.covers(dot))
+        return found
 
 
 class ORSet:
@@ -161,17 +168,21 @@ class ORSet:
             raise TypeError(f"cannot merge {type(other).__name__} into ORSet")
         if other is self:
             return
-        self._join_held_by(other)
-        self._drop_removed_by(other)
+        held = self._join_held_by(other)
+        if other._cc.size() > held:  # other has seen dots it no longer holds: it removed something
+            self._drop_removed_by(other)
         self._cc.join(other._cc)
 
-    def _join_held_by(self, other: ORSet) -> None:
-        """Join the elements ``other`` holds."""
+    def _join_held_by(self, other: ORSet) -> int:
+        """Join the elements ``other`` holds; return how many dots it holds."""
         entries, cc, index = self._entries, self._cc, self._index
         vv, cloud = cc.vv, cc.cloud
+        held = len(other._entries)
         for element, theirs in other._entries.items():
             ours = entries.get(element)
             if ours == theirs:
+                if type(theirs) is not int:
+                    held += len(theirs) - 1  # type: ignore[arg-type]
                 continue
             if ours is None and type(theirs) is int:
                 # The hot path: a new single dot, kept unless we saw it and dropped it already.
@@ -183,6 +194,7 @@ class ORSet:
                 continue
             ours_t = () if ours is None else _as_tuple(ours)
             theirs_t = _as_tuple(theirs)
+            held += len(theirs_t) - 1
             kept = [d for d in ours_t if d in theirs_t or not other._cc.covers(d)]
             new = [d for d in theirs_t if d not in ours_t and not cc.covers(d)]
             joined = _pack(kept + new)
@@ -193,6 +205,7 @@ class ORSet:
             if index is not None:
                 for dot in new:
                     index.put(dot, element)
+        return held
 
     def _drop_removed_by(self, other: ORSet) -> None:
         """Drop the dots of elements ``other`` does not hold but whose dots it has seen."""
@@ -204,8 +217,7 @@ class ORSet:
             # A delta: visit the few dots it covers instead of every element we hold.
             if self._index is None:
                 self._index = _DotIndex(entries)
-            candidates = {self._index.element(dot) for dot in theirs_cc.dots()}
-            candidates.discard(None)
+            candidates = self._index.elements_covered_by(theirs_cc)
         else:
             candidates = set(entries)
         for element in candidates:

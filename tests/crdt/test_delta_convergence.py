@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt import ORSet, decode, encode
-from tests.crdt.kinds import KINDS, ORSET, Kind
+from tests.crdt.kinds import KINDS, Kind
 from tests.crdt.reference import ReferenceORSet
 
 

@@ -1,0 +1,1 @@
+"""The benchmark harness: measures the CRDT core and, later, real clusters against peer designs."""
