@@ -4,7 +4,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-_CI_EXAMPLES = 60
+_CI_EXAMPLES = 200
 
 settings.register_profile(
     "ci",
