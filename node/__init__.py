@@ -1,0 +1,1 @@
+"""The like-service process: config, store, durability, HTTP API and CLI."""
