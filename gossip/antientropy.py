@@ -1,0 +1,170 @@
+"""Anti-entropy: find the keys two members disagree on by Merkle descent, and swap their states.
+
+A round is a stateless ping-pong; each message says everything its answer needs::
+
+    A -> B  TREE  level 0: [root]               B compares, answers with the children of what differs
+    B -> A  TREE  level 1: [16 hashes]          A compares, answers likewise, one level deeper ...
+    x -> y  KEYS  [(leaf, [(key, item hash)])]  sent by whoever first sees differing *leaves*
+    y -> x  STATES  states y has that x lacks or differs on, and the keys y wants
+    x -> y  STATES  the wanted states
+
+so both sides end with the join of both (push-pull). The bytes of a round grow with the number of
+differing keys times the depth, not with the number of keys: an in-sync round is one 60-byte
+frame, and one differing key among millions costs about a kilobyte. Item hashes stand in for the
+replica's digests on the wire (16 bytes whatever the digest size; equal iff the digests are).
+
+The index is kept current from ``replica.drain_changed()``; each differing level is capped at
+``anti_entropy_max_leaves`` nodes, chosen at random, so a member far behind catches up over several
+bounded rounds instead of one giant one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from gossip.config import GossipConfig
+from gossip.errors import FrameError, PayloadError
+from gossip.merkle import DEPTH, LEAVES, MerkleTree, valid_node
+from gossip.messages import Keys, Message, Origin, States, Tree
+from gossip.replica import Replica
+from gossip.transport import Address
+from gossip.wire import BATCH_RESERVE, batches, bytes_cost
+
+#: How anti-entropy sends a message: encoded, signed and counted by the caller.
+Send = Callable[[Address, Message], None]
+#: Keys indexed per slice while catching up, between which other tasks get to run.
+CATCH_UP_SLICE = 5000
+
+
+class AntiEntropy:
+    """The digest index of the replica and both sides of the repair protocol."""
+
+    def __init__(
+        self,
+        config: GossipConfig,
+        replica: Replica,
+        origin: Callable[[], Origin],
+        send: Send,
+        counters: Counter[str],
+        rng: random.Random,
+    ) -> None:
+        self._config = config
+        self._replica = replica
+        self._origin = origin
+        self._send = send
+        self._counters = counters
+        self._rng = rng
+        self._budget = config.max_frame_bytes - BATCH_RESERVE
+        self.tree = MerkleTree()
+        self._stale: dict[bytes, None] = {}  # keys changed but not re-indexed yet
+
+    # -- the index --------------------------------------------------------------------------------
+
+    def refresh(self, limit: int | None = None) -> int:
+        """Re-index keys the replica reports changed (up to ``limit``); how many remain stale."""
+        self._stale.update(dict.fromkeys(self._replica.drain_changed()))
+        budget = len(self._stale) if limit is None else limit
+        while self._stale and budget > 0:
+            key, _ = self._stale.popitem()
+            self.tree.update(key, self._replica.digest(key))
+            budget -= 1
+        return len(self._stale)
+
+    async def catch_up(self) -> None:
+        """Index everything pending in slices, yielding between them (start-up with many keys)."""
+        while self.refresh(CATCH_UP_SLICE):
+            await asyncio.sleep(0)
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    def start_round(self, peer: Address) -> bool:
+        """Open a round with ``peer`` by sending our root; False while the index is catching up."""
+        if self._busy():
+            return False
+        self._counters["anti_entropy_rounds"] += 1
+        self._send(peer, Tree(self._origin(), 0, ((0, self.tree.root),)))
+        return True
+
+    def handle_tree(self, message: Tree) -> None:
+        """Compare their node hashes with ours; descend into what differs, or list differing leaves."""
+        level = message.level
+        if any(not valid_node(level, index) for index, _ in message.nodes):
+            raise FrameError(f"TREE names a node outside the tree at level {level}")
+        if self._busy():
+            return
+        differing = [index for index, digest in message.nodes if self.tree.node(level, index) != digest]
+        if not differing:
+            if level == 0:
+                self._counters["anti_entropy_in_sync"] += 1
+            return
+        differing = self._cap(differing)
+        reply_to = message.origin.address
+        if level < DEPTH:
+            nodes = [node for index in differing for node in self.tree.children(level, index)]
+            for batch in batches(nodes, lambda node: bytes_cost(node[1]) + 5, self._budget):
+                self._send(reply_to, Tree(self._origin(), level + 1, tuple(batch)))
+            return
+        leaves = [(leaf, tuple(self.tree.entries(leaf).items())) for leaf in differing]
+        for leaf_batch in batches(leaves, _leaf_cost, self._budget):
+            self._send(reply_to, Keys(self._origin(), tuple(leaf_batch)))
+
+    def handle_keys(self, message: Keys) -> None:
+        """Ship the states they lack or differ on; ask for the ones we lack or differ on."""
+        if any(not 0 <= leaf < LEAVES for leaf, _ in message.leaves):
+            raise FrameError("KEYS names a leaf outside the tree")
+        if self._busy():
+            return
+        push: list[bytes] = []
+        want: list[bytes] = []
+        for leaf, entries in message.leaves:
+            theirs = dict(entries)
+            mine = self.tree.entries(leaf)
+            want.extend(key for key, digest in theirs.items() if mine.get(key) != digest)
+            push.extend(key for key, digest in mine.items() if theirs.get(key) != digest)
+        self._ship(message.origin.address, push, want)
+
+    def handle_states(self, message: States) -> None:
+        """Merge the states they shipped; ship back the ones they want."""
+        for key, state in message.states:
+            try:
+                self._replica.merge(key, state)
+            except PayloadError:
+                self._counters["payload_errors"] += 1
+                continue
+            self._counters["anti_entropy_keys_repaired"] += 1
+        if message.want:
+            self._ship(message.origin.address, message.want, ())
+
+    def _ship(self, peer: Address, keys: Iterable[bytes], want: Iterable[bytes]) -> None:
+        """Send the states of ``keys`` and the ``want`` list, split under the frame cap."""
+        parts: list[tuple[bytes, bytes | None]] = [
+            (key, state) for key in keys if (state := self._replica.state(key)) is not None
+        ]
+        parts.extend((key, None) for key in want)
+        for batch in batches(parts, lambda part: bytes_cost(part[0], part[1] or b""), self._budget):
+            shipped = tuple((key, state) for key, state in batch if state is not None)
+            wanted = tuple(key for key, state in batch if state is None)
+            self._send(peer, States(self._origin(), shipped, wanted))
+
+    def _busy(self) -> bool:
+        """Index recent changes, a bounded slice of them; True if a backlog remains.
+
+        Answering from a half-built index would ship states needlessly, and indexing a huge backlog
+        inside a handler would stall the event loop: so a member catching up sits rounds out.
+        """
+        if self.refresh(CATCH_UP_SLICE):
+            self._counters["anti_entropy_busy"] += 1
+            return True
+        return False
+
+    def _cap(self, differing: list[int]) -> list[int]:
+        """At most ``anti_entropy_max_leaves`` nodes, a random choice so no branch starves."""
+        cap = self._config.anti_entropy_max_leaves
+        return differing if len(differing) <= cap else self._rng.sample(differing, cap)
+
+
+def _leaf_cost(leaf: tuple[int, tuple[tuple[bytes, bytes], ...]]) -> int:
+    return 8 + sum(bytes_cost(*entry) for entry in leaf[1])

@@ -1,0 +1,274 @@
+"""The gossip facade: one object per member that owns the loops (memberlist's ``memberlist.go``).
+
+``Gossiper`` wires the transport, the frame codec, SWIM membership, delta dissemination and
+anti-entropy together, routes each authenticated message to its module, and keeps the counters. The
+node hands it a ``Replica`` and reads ``members()`` and ``stats()``; it never sees a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from gossip.antientropy import AntiEntropy
+from gossip.config import GossipConfig
+from gossip.dissemination import DeltaDisseminator
+from gossip.errors import FrameError, GossipError
+from gossip.member import MemberInfo, MemberState
+from gossip.membership import Membership
+from gossip.messages import (
+    Ack,
+    Deltas,
+    Keys,
+    Members,
+    Message,
+    Origin,
+    Ping,
+    PingReq,
+    States,
+    Tree,
+    parse,
+    to_body,
+)
+from gossip.replica import Replica
+from gossip.security import Keyring
+from gossip.tcp import TcpTransport
+from gossip.transport import Address, Transport
+from gossip.wire import FrameCodec, MessageType
+
+log = logging.getLogger(__name__)
+
+#: What each message type's bytes are accounted under in ``stats()``.
+_CONCERN = {
+    MessageType.PING: "membership",
+    MessageType.PING_REQ: "membership",
+    MessageType.ACK: "membership",
+    MessageType.MEMBERS: "membership",
+    MessageType.DELTAS: "deltas",
+    MessageType.TREE: "anti_entropy",
+    MessageType.KEYS: "anti_entropy",
+    MessageType.STATES: "anti_entropy",
+}
+
+#: Counters always present in ``stats()``, zero until something happens.
+STAT_NAMES = (
+    "frames_sent",
+    "bytes_sent",
+    "frames_received",
+    "bytes_received",
+    "frames_rejected",
+    "frames_dropped",
+    "frames_oversized",
+    "handler_errors",
+    "deltas_sent",
+    "deltas_merged",
+    "deltas_unsent",
+    "payload_errors",
+    "anti_entropy_rounds",
+    "anti_entropy_in_sync",
+    "anti_entropy_keys_repaired",
+    "anti_entropy_busy",
+    "probes",
+    "probe_failures",
+    "members_suspected",
+    "members_declared_dead",
+    "members_revived",
+    "refutations",
+    *(f"bytes_sent_{concern}" for concern in sorted(set(_CONCERN.values()))),
+)
+
+
+class Gossiper:
+    """Replicates a ``Replica`` across the cluster and tracks who is in it."""
+
+    def __init__(
+        self,
+        config: GossipConfig,
+        replica: Replica,
+        transport: Transport | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        if transport is None:
+            transport = TcpTransport(config.host, config.port, max_frame_bytes=config.max_frame_bytes)
+        self._transport: Transport = transport
+        self._codec = FrameCodec(Keyring(config.keyring), config.max_frame_bytes)
+        self._counters: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
+        rng = rng or random.Random()
+        self._membership = Membership(config, config.address, self._send, self._counters, rng)
+        self._deltas = DeltaDisseminator(
+            config, replica, self._membership.live_peers, self._multicast, self._counters, rng
+        )
+        self._anti_entropy = AntiEntropy(config, replica, self._origin, self._send, self._counters, rng)
+        self._rng = rng
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """This member's name."""
+        return self._config.name
+
+    @property
+    def address(self) -> Address:
+        """The gossip address peers reach us at (the bound port once started)."""
+        return self._transport.address
+
+    async def start(self) -> None:
+        """Listen, index the replica, contact the seeds, and start the gossip loops."""
+        if self._running:
+            raise GossipError("gossiper already started")
+        await self._transport.start(self._receive)
+        self._running = True
+        self._membership.advertise(self._transport.address)
+        try:
+            await self._anti_entropy.catch_up()
+        except BaseException:  # a replica that cannot be indexed: leave nothing listening
+            self._running = False
+            await self._transport.stop()
+            raise
+        self._membership.join()
+        self._spawn(self._membership.run_probes, "probes")
+        self._spawn(self._membership.run_sync, "membership sync")
+        self._spawn(self._deltas.run, "delta dissemination")
+        self._spawn(self._run_anti_entropy, "anti-entropy")
+
+    async def stop(self) -> None:
+        """Push the last deltas, say goodbye, stop the loops and the transport."""
+        if not self._running:
+            return
+        self._deltas.flush()
+        self._membership.leave()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._membership.close()
+        self._running = False
+        await self._transport.stop()
+
+    async def __aenter__(self) -> Gossiper:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- what the node reads and triggers ---------------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        """Every known member, this one first: name, address, state, incarnation."""
+        return self._membership.members()
+
+    def stats(self) -> dict[str, int]:
+        """Counters (see ``STAT_NAMES``) plus the transport's, and gauges of the current view."""
+        stats = dict(self._counters)
+        for name, value in self._transport.counters().items():
+            stats[name] = stats.get(name, 0) + value
+        for state in MemberState:
+            stats[f"members_{state.value}"] = len(self._membership.peers(state))
+        stats["anti_entropy_keys_indexed"] = len(self._anti_entropy.tree)
+        return stats
+
+    def flush_deltas(self) -> int:
+        """Push pending deltas now instead of at the next tick; how many (key, delta) items went."""
+        return self._deltas.flush()
+
+    def anti_entropy_round(self) -> bool:
+        """Start an anti-entropy round with a random live peer now; False if none (or still indexing)."""
+        peers = self._membership.peers(MemberState.ALIVE) or self._membership.live_peers()
+        if not peers:
+            return False
+        return self._anti_entropy.start_round(self._rng.choice(peers).address)
+
+    # -- loops ------------------------------------------------------------------------------------
+
+    async def _run_anti_entropy(self) -> None:
+        interval = self._config.anti_entropy_interval
+        while True:
+            await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
+            await self._anti_entropy.catch_up()
+            self.anti_entropy_round()
+
+    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+        """Run ``loop`` until stop, restarting it if it ever fails (a bug must not end gossip)."""
+
+        async def supervised() -> None:
+            while True:
+                try:
+                    await loop()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s loop failed; restarting", what)
+                    self._counters["handler_errors"] += 1
+                    await asyncio.sleep(self._config.probe_interval)
+
+        self._tasks.append(asyncio.create_task(supervised(), name=f"gossip {self.name}: {what}"))
+
+    # -- frames in and out ------------------------------------------------------------------------
+
+    def _origin(self) -> Origin:
+        return Origin(self._config.name, self._transport.address)
+
+    def _send(self, address: Address, message: Message) -> None:
+        self._multicast((address,), message)
+
+    def _multicast(self, addresses: Sequence[Address], message: Message) -> None:
+        """Encode and sign once, send to each address, count."""
+        if not self._running:
+            return
+        try:
+            frame = self._codec.encode(message.kind, to_body(message))
+        except FrameError as exc:
+            self._counters["frames_oversized"] += 1
+            log.warning("not sending %s: %s", message.kind.name, exc)
+            return
+        for address in addresses:
+            self._transport.send(address, frame)
+        sent = len(frame) * len(addresses)
+        self._counters["frames_sent"] += len(addresses)
+        self._counters["bytes_sent"] += sent
+        self._counters[f"bytes_sent_{_CONCERN[message.kind]}"] += sent
+
+    def _receive(self, frame: bytes) -> None:
+        """The transport's handler: authenticate, parse, route. FrameError tells it to reject."""
+        kind, body = self._codec.decode(frame)
+        message = parse(kind, body)
+        self._counters["frames_received"] += 1
+        self._counters["bytes_received"] += len(frame)
+        if not self._running:
+            return
+        try:
+            self._route(message)
+        except FrameError:
+            raise
+        except Exception:  # a replica or handler bug: log it, keep serving everyone else
+            log.exception("handling %s failed", kind.name)
+            self._counters["handler_errors"] += 1
+
+    def _route(self, message: Message) -> None:
+        match message:
+            case Ping():
+                self._membership.handle_ping(message)
+            case PingReq():
+                self._membership.handle_ping_req(message)
+            case Ack():
+                self._membership.handle_ack(message)
+            case Members():
+                self._membership.handle_members(message)
+            case Deltas():
+                self._deltas.handle(message)
+            case Tree():
+                self._anti_entropy.handle_tree(message)
+            case Keys():
+                self._anti_entropy.handle_keys(message)
+            case States():
+                self._anti_entropy.handle_states(message)

@@ -1,0 +1,159 @@
+"""Anti-entropy finds and repairs differences at a cost that scales with the differences."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from gossip import MemoryNetwork
+from gossip.merkle import DEPTH, LEAVES, MerkleTree, bucket_of
+from tests.gossip.conftest import Cluster, memory_cluster, wait_until
+
+Start = Callable[[Cluster], Awaitable[Cluster]]
+#: Anti-entropy only when the test says so, and no deltas to muddy the byte counts.
+QUIET = {"anti_entropy_interval": 3600.0}
+ITEMS = 100_000
+ROUND_BUDGET = 16 * 1024
+
+
+def anti_entropy_bytes(cluster: Cluster) -> int:
+    return sum(m.gossiper.stats()["bytes_sent_anti_entropy"] for m in cluster.members)
+
+
+async def pair_in_contact(started: Start, **overrides: object) -> Cluster:
+    cluster = await started(memory_cluster(MemoryNetwork(seed=9), 2, **{**QUIET, **overrides}))
+    a, b = cluster.members
+    await wait_until(
+        lambda: a.state_of(b.name) == "alive" and b.state_of(a.name) == "alive", timeout=5, what="contact"
+    )
+    return cluster
+
+
+async def test_one_differing_item_among_100_000_is_repaired_both_ways_in_under_16_kib(
+    started: Start,
+) -> None:
+    contents = {f"item:{i}".encode(): {i} for i in range(ITEMS)}
+    cluster = memory_cluster(MemoryNetwork(seed=9), 2, **QUIET)
+    a, b = cluster.members
+    a.replica.load(contents)
+    b.replica.load(contents)
+    a.replica.load({b"item:500": {500, -1}})
+    b.replica.load({b"item:500": {500, -2}})
+    await started(cluster)
+    await wait_until(lambda: a.state_of(b.name) == "alive", timeout=5, what="contact")
+    assert a.gossiper.stats()["anti_entropy_keys_indexed"] == ITEMS
+
+    before = anti_entropy_bytes(cluster)
+    assert a.gossiper.anti_entropy_round()
+    await wait_until(
+        lambda: a.replica.value(b"item:500") == b.replica.value(b"item:500") == {500, -1, -2},
+        timeout=5,
+        what="repair",
+    )
+    await asyncio.sleep(0.05)  # nothing more should follow; if it does, it is counted
+    spent = anti_entropy_bytes(cluster) - before
+
+    print(f"anti-entropy round: {spent} bytes")
+    assert 0 < spent < ROUND_BUDGET, f"a round over {ITEMS} items with one difference cost {spent} bytes"
+    assert sum(m.gossiper.stats()["anti_entropy_keys_repaired"] for m in cluster.members) == 2
+    assert cluster.replicas_equal()
+
+
+async def test_an_in_sync_round_is_one_small_frame(started: Start) -> None:
+    cluster = await pair_in_contact(started)
+    a, b = cluster.members
+    for member in cluster.members:
+        member.replica.load({f"k{i}".encode(): {i} for i in range(1000)})
+    before = anti_entropy_bytes(cluster)
+    a.gossiper.anti_entropy_round()
+    await wait_until(lambda: b.gossiper.stats()["anti_entropy_in_sync"] == 1, timeout=2, what="in sync")
+    await asyncio.sleep(0.05)
+    assert anti_entropy_bytes(cluster) - before < 100
+    assert b.gossiper.stats()["anti_entropy_keys_repaired"] == 0
+
+
+async def test_a_member_far_behind_catches_up_over_several_capped_rounds(started: Start) -> None:
+    cluster = await pair_in_contact(started, anti_entropy_max_leaves=16)
+    a, b = cluster.members
+    a.replica.load({f"k{i}".encode(): {i} for i in range(500)})
+    b.replica.load({b"only-b": {1}})
+    rounds = 0
+    for _ in range(200):
+        if cluster.replicas_equal():
+            break
+        a.gossiper.anti_entropy_round()
+        rounds += 1
+        await asyncio.sleep(0.01)
+    assert cluster.replicas_equal()
+    assert b.replica.value(b"k123") == {123} and a.replica.value(b"only-b") == {1}
+    assert rounds > 500 // 16 // 2, "the cap should have split the work over many rounds"
+
+
+async def test_periodic_anti_entropy_repairs_what_deltas_lost(started: Start) -> None:
+    network = MemoryNetwork(seed=12)
+    cluster = await started(memory_cluster(network, 3))
+    await wait_until(lambda: all(len(m.gossiper.members()) == 3 for m in cluster.members), timeout=5)
+    network.drop_rate = 1.0  # every delta of this write is lost
+    cluster.members[0].replica.add(b"lost", 1)
+    await asyncio.sleep(0.05)
+    network.drop_rate = 0.0
+    await wait_until(cluster.replicas_equal, timeout=5, what="repair by anti-entropy")
+    assert sum(m.gossiper.stats()["anti_entropy_keys_repaired"] for m in cluster.members) >= 2
+
+
+# -- the Merkle index ------------------------------------------------------------------------------
+
+
+def test_the_tree_depends_on_the_items_not_on_the_order_they_came_in() -> None:
+    items = [(f"key{i}".encode(), bytes([i % 256]) * 4) for i in range(2000)]
+    forward, backward = MerkleTree(), MerkleTree()
+    for key, digest in items:
+        forward.update(key, digest)
+    for key, digest in reversed(items):
+        backward.update(key, b"stale")
+        backward.update(key, digest)
+    assert forward.root == backward.root != bytes(16)
+    assert len(forward) == len(backward) == 2000
+
+
+def test_a_change_alters_exactly_one_root_path_and_undoing_it_restores_the_root() -> None:
+    tree = MerkleTree()
+    for i in range(5000):
+        tree.update(f"key{i}".encode(), b"v1")
+    root = tree.root
+    leaf = bucket_of(b"key42")
+    before = [tree.node(DEPTH, index) for index in range(LEAVES)]
+    assert tree.update(b"key42", b"v2")
+    after = [tree.node(DEPTH, index) for index in range(LEAVES)]
+    assert [i for i in range(LEAVES) if before[i] != after[i]] == [leaf]
+    assert tree.root != root
+    tree.update(b"key42", b"v1")
+    assert tree.root == root
+    assert not tree.update(b"key42", b"v1"), "an unchanged digest is no change"
+
+
+def test_removing_every_key_empties_the_tree() -> None:
+    tree = MerkleTree()
+    keys = [random.Random(1).randbytes(12) for _ in range(300)]
+    for key in keys:
+        tree.update(key, b"d")
+    for key in keys:
+        tree.update(key, None)
+    assert tree.root == bytes(16) and len(tree) == 0
+
+
+async def test_states_larger_than_a_frame_are_shipped_in_several(started: Start) -> None:
+    frame_cap = 64 * 1024
+    cluster = await pair_in_contact(started, max_frame_bytes=frame_cap)
+    a, _ = cluster.members
+    a.replica.load({f"wide-{i}".encode(): set(range(i, 400_000, 1000)) for i in range(100)})
+    before = a.gossiper.stats()["frames_sent"]
+    for _ in range(50):
+        if cluster.replicas_equal():
+            break
+        a.gossiper.anti_entropy_round()
+        await asyncio.sleep(0.02)
+    assert cluster.replicas_equal()
+    assert a.gossiper.stats()["frames_sent"] - before >= 4
+    assert a.gossiper.stats()["frames_oversized"] == 0
