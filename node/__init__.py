@@ -1,1 +1,21 @@
-"""The like-service process: config, store, durability, HTTP API and CLI."""
+"""The like-service process: config, store, HTTP API and CLI. Wires ``crdt`` and ``gossip`` together."""
+
+from node.config import ClusterConfig, NodeSpec, load_config
+from node.errors import ConfigError, DataDirError, NodeError, RequestError, StartupError
+from node.item import Item, ItemKey
+from node.store import LikeResult, LikeStore
+
+__all__ = [
+    "ClusterConfig",
+    "ConfigError",
+    "DataDirError",
+    "Item",
+    "ItemKey",
+    "LikeResult",
+    "LikeStore",
+    "NodeError",
+    "NodeSpec",
+    "RequestError",
+    "StartupError",
+    "load_config",
+]

@@ -1,9 +1,68 @@
-"""The ``likes`` command line."""
+"""The ``likes`` command line: ``up``, ``node`` and ``status``.
 
+A bad cluster file is reported in one line naming the key, with exit status 2 and no traceback, so a
+typo reads as a typo and not as a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from node.config import load_config
+from node.errors import ConfigError, NodeError
+
+#: Exit status for a configuration the command cannot run with (argparse uses it for usage errors).
+EXIT_CONFIG = 2
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per task."""
+    parser = argparse.ArgumentParser(prog="likes", description="A CRDT like-counter cluster.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start every node of the cluster file that lives on this host")
+    up.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
+
+    node = commands.add_parser("node", help="run one node in the foreground")
+    node.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
+    node.add_argument("--name", required=True, help="which node of the cluster file to run")
+    node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+
+    status = commands.add_parser("status", help="show every node's members, items and whether they agree")
+    status.add_argument(
+        "--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``likes`` console script."""
-    print("likes: nodes are not built yet", file=sys.stderr)
-    return 1
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.command == "up":
+            from node.supervisor import run_cluster
+
+            return run_cluster(args.config.resolve(), config)
+        if args.command == "node":
+            import os
+
+            from node.server import run_node
+
+            config.node(args.name)  # an unknown name is a configuration error, before any start-up
+            run_node(args.config, args.name, parent_pid=os.getppid() if args.exit_with_parent else None)
+            return 0
+        from node.status import report_status
+
+        return report_status(config)
+    except ConfigError as exc:
+        print(f"likes: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NodeError as exc:  # a locked data directory, a port in use
+        print(f"likes: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,323 @@
+"""The HTTP API of DESIGN.md, as a table of routes over one ``LikeStore``.
+
+Every handler validates the whole request (``node.inputs``) before touching the store, and the store
+calls are synchronous, so a rejected request changes nothing and an accepted one is applied without
+interleaving. Every error is ``{"error": {"code", "message"}}``; the ``json_errors`` middleware turns
+the framework's own 404/405/413 into that shape too, and turns any unexpected exception into a JSON
+500 that is logged and counted (tests assert the count stays zero).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from gossip import MemberInfo
+from node import inputs
+from node.config import ApiSettings
+from node.errors import (
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from node.item import ItemKey
+from node.metrics import CONTENT_TYPE, NodeMetrics
+from node.page import LIKE_PAGE
+from node.store import LikeResult, LikeStore
+
+log = logging.getLogger(__name__)
+
+
+class ClusterView(Protocol):
+    """What the API shows of gossip: the members as this node sees them, and counters."""
+
+    def members(self) -> Iterable[MemberInfo]:
+        """Every member known, this node included."""
+        ...
+
+    def stats(self) -> Mapping[str, object]:
+        """Gossip counters (frames, merges, rejections...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeDescription:
+    """Who answers: shown at ``GET /v1/cluster`` and ``/healthz``."""
+
+    name: str
+    actor: str
+    writer: str
+    url: str
+    gossip_address: str
+    #: The process id, so an operator (or a test) can signal exactly this node.
+    pid: int
+
+
+STORE = web.AppKey("store", LikeStore)
+SETTINGS = web.AppKey("api_settings", ApiSettings)
+NODE = web.AppKey("node", NodeDescription)
+CLUSTER = web.AppKey("cluster", ClusterView)
+METRICS = web.AppKey("metrics", NodeMetrics)
+
+routes = web.RouteTableDef()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    store: LikeStore, settings: ApiSettings, node: NodeDescription, cluster: ClusterView
+) -> web.Application:
+    """The API application over ``store``; the caller adds start-up and clean-up (gossip)."""
+    metrics = NodeMetrics()
+    metrics.watch_items(lambda: len(store))
+    metrics.watch_gossip(cluster.stats)
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app[STORE] = store
+    app[SETTINGS] = settings
+    app[NODE] = node
+    app[CLUSTER] = cluster
+    app[METRICS] = metrics
+    app.add_routes(routes)
+    return app
+
+
+# -- responses and errors --------------------------------------------------------------------------
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    """A JSON response."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_reply(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The one error shape."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+#: Codes for the errors the framework raises itself, the same as ours for the same status.
+_HTTP_CODES = {
+    error.status: error.code
+    for error in (MalformedRequest, NotFound, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType)
+}
+#: Methods counted under their own name in metrics; any other is "other", so labels stay bounded.
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes the JSON error shape; unexpected exceptions become a counted 500."""
+    metrics = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except RequestError as exc:
+        response = error_reply(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = error_reply(exc.status, code, exc.reason, headers)
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        metrics.internal_errors.inc()
+        response = error_reply(500, "internal", "internal error; the request may not have been applied")
+    route = request.match_info.route.resource
+    label = route.canonical if route is not None else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    metrics.requests.labels(method, label, str(response.status)).inc()
+    return response
+
+
+async def read_json(request: web.Request) -> object:
+    """The request's JSON body: 413 if too large, 415 if not JSON, 400 if malformed."""
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+    charset = request.charset
+    if request.content_type != "application/json" or (charset is not None and charset.lower() != "utf-8"):
+        raise UnsupportedMediaType("send the body as application/json (UTF-8)")
+    body = await request.read()  # aiohttp raises 413 past client_max_size, for chunked bodies too
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def item_of(request: web.Request) -> ItemKey:
+    """The item named by the path."""
+    info = request.match_info
+    return ItemKey(inputs.content_type(info["type"]), inputs.uint64(info["id"], "id"))
+
+
+def _like_reply(liked: bool, result: LikeResult) -> dict[str, Any]:
+    return {"liked": liked, "changed": result.changed, "count": result.count}
+
+
+# -- likes -----------------------------------------------------------------------------------------
+
+
+@routes.put("/v1/items/{type}/{id}/likes/{user}")
+async def like(request: web.Request) -> web.Response:
+    """Like: idempotent, ``changed`` tells whether this call made the difference."""
+    key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
+    result = request.app[STORE].like(key, user)
+    if result.changed:
+        request.app[METRICS].writes.labels("like").inc()
+    return reply(_like_reply(True, result))
+
+
+@routes.delete("/v1/items/{type}/{id}/likes/{user}")
+async def unlike(request: web.Request) -> web.Response:
+    """Unlike: idempotent."""
+    key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
+    result = request.app[STORE].unlike(key, user)
+    if result.changed:
+        request.app[METRICS].writes.labels("unlike").inc()
+    return reply(_like_reply(False, result))
+
+
+@routes.get("/v1/items/{type}/{id}/likes/{user}")
+async def liked(request: web.Request) -> web.Response:
+    """Whether the user likes the item."""
+    key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
+    return reply({"liked": request.app[STORE].liked(key, user)})
+
+
+@routes.get("/v1/items/{type}/{id}")
+async def item(request: web.Request) -> web.Response:
+    """The item's like count and named counters."""
+    key, store = item_of(request), request.app[STORE]
+    count, counters = store.count(key), store.counters(key)
+    return reply({"type": key.content_type, "id": key.content_id, "count": count, "counters": counters})
+
+
+@routes.get("/v1/items/{type}/{id}/likes")
+async def likers(request: web.Request) -> web.Response:
+    """The item's likers in ascending user id, a page at a time; ``next`` is the ``after`` to pass."""
+    key, settings, store = item_of(request), request.app[SETTINGS], request.app[STORE]
+    limit = inputs.page_limit(request.query, settings.default_page_limit, settings.max_page_limit)
+    users, more = store.likers(key, after=inputs.user_cursor(request.query), limit=limit)
+    return reply(
+        {
+            "type": key.content_type,
+            "id": key.content_id,
+            "count": store.count(key),
+            "likers": users,
+            "next": str(users[-1]) if more else None,
+        }
+    )
+
+
+@routes.get("/v1/users/{user}/likes")
+async def user_likes(request: web.Request) -> web.Response:
+    """The items a user likes in (type, id) order, a page at a time; ``next`` is ``type:id``."""
+    user, settings = inputs.uint64(request.match_info["user"], "user"), request.app[SETTINGS]
+    limit = inputs.page_limit(request.query, settings.default_page_limit, settings.max_page_limit)
+    keys, more = request.app[STORE].liked_items(user, after=inputs.item_cursor(request.query), limit=limit)
+    return reply(
+        {
+            "user": user,
+            "items": [{"type": k.content_type, "id": k.content_id} for k in keys],
+            "next": str(keys[-1]) if more else None,
+        }
+    )
+
+
+@routes.post("/v1/items/{type}/{id}/counters/{name}")
+async def add_to_counter(request: web.Request) -> web.Response:
+    """Add ``delta`` (negative subtracts) to a named counter of the item."""
+    key, name = item_of(request), inputs.counter_name(request.match_info["name"])
+    settings = request.app[SETTINGS]
+    delta = inputs.counter_delta(await read_json(request), settings.max_counter_delta)
+    value = request.app[STORE].add_to_counter(key, name, delta)
+    if delta:
+        request.app[METRICS].writes.labels("counter").inc()
+    return reply({"value": value})
+
+
+@routes.post("/v1/counts")
+async def counts(request: web.Request) -> web.Response:
+    """Like counts of many items in one round trip, in the order asked."""
+    keys = inputs.count_request(await read_json(request), request.app[SETTINGS].max_count_items)
+    store = request.app[STORE]
+    return reply({"counts": [store.count(key) for key in keys]})
+
+
+@routes.post("/v1/batch")
+async def batch(request: web.Request) -> web.Response:
+    """Many likes and unlikes: all validated first, then applied in order; one result per op."""
+    ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
+    store, writes = request.app[STORE], request.app[METRICS].writes
+    results = []
+    for op in ops:
+        liking = op.op == "like"
+        outcome = store.like(op.key, op.user) if liking else store.unlike(op.key, op.user)
+        results.append(_like_reply(liking, outcome))
+        if outcome.changed:
+            writes.labels(op.op).inc()
+    return reply({"results": results})
+
+
+# -- the node itself -------------------------------------------------------------------------------
+
+
+@routes.get("/v1/cluster")
+async def cluster(request: web.Request) -> web.Response:
+    """This node, the members it sees, and a fingerprint of its state to compare across nodes."""
+    node, store, view = request.app[NODE], request.app[STORE], request.app[CLUSTER]
+    members = sorted(view.members(), key=lambda m: m.name)
+    return reply(
+        {
+            "node": {
+                "name": node.name,
+                "actor": node.actor,
+                "writer": node.writer,
+                "url": node.url,
+                "gossip": node.gossip_address,
+                "pid": node.pid,
+            },
+            "members": [
+                {
+                    "name": m.name,
+                    "address": f"{m.address[0]}:{m.address[1]}",
+                    "state": str(m.state),
+                    "incarnation": m.incarnation,
+                }
+                for m in members
+            ],
+            "items": len(store),
+            "fingerprint": store.fingerprint(),
+            "gossip": {k: v for k, v in view.stats().items() if isinstance(v, int | float | str | bool)},
+        }
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return reply({"status": "ok", "node": request.app[NODE].name})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text."""
+    response = web.Response(body=request.app[METRICS].render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+@routes.get("/")
+async def page(request: web.Request) -> web.Response:
+    """A page with a working like button, for a human to try the cluster."""
+    return web.Response(text=LIKE_PAGE, content_type="text/html")

@@ -1,0 +1,304 @@
+"""The one home of configuration: ``cluster.yaml`` parsed into frozen dataclasses.
+
+Every key, its unit and its default is documented beside its field below. Reading is strict: an
+unknown key, a missing field, a wrong type, a value out of range, a duplicate node name or a port
+used twice on one host raises ``ConfigError`` naming the key (``nodes[1].http_port``), because a
+typo that silently falls back to a default is the hardest misconfiguration to find in a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from node.errors import ConfigError
+
+#: Node names become part of actor ids and directory names: short, plain ASCII.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+#: Shortest accepted cluster secret, in bytes (UTF-8): anything shorter is guessable.
+MIN_SECRET_BYTES = 16
+
+
+def _bounded(default: Any, minimum: int | None = None, maximum: int | None = None) -> Any:
+    """A dataclass field with a default and the inclusive range a number must lie in."""
+    return field(default=default, metadata={"min": minimum, "max": maximum})
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the cluster: where its HTTP API and its gossip listen."""
+
+    #: Unique name of the node, ``[A-Za-z0-9][A-Za-z0-9_.-]{0,31}``; also its data subdirectory.
+    name: str
+    #: Host (IP address or name) both listeners bind to and peers dial. Required.
+    host: str
+    #: TCP port of the HTTP API. Required, 1-65535.
+    http_port: int = _bounded(MISSING, 1, 65535)
+    #: TCP port of gossip. Required, 1-65535, distinct from every other port on the same host.
+    gossip_port: int = _bounded(MISSING, 1, 65535)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the node's HTTP API."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where nodes keep their files."""
+
+    #: Root of the data directories, one subdirectory per node. A relative path is relative to the
+    #: directory of the cluster file, so every node and ``likes up`` agree on it.
+    data_dir: Path = Path("./data")
+
+
+@dataclass(frozen=True)
+class GossipSettings:
+    """Timings of dissemination and failure detection (milliseconds unless stated).
+
+    Each maps onto a ``gossip.GossipConfig`` field of the same name (in seconds there); its docstrings
+    explain the trade-offs at length.
+    """
+
+    #: How often batched local deltas are pushed to peers; replication lag is about one interval.
+    delta_interval_ms: int = _bounded(50, 1, 60_000)
+    #: Peers each delta batch goes to once the cluster outgrows ``full_fanout_peers``.
+    fanout: int = _bounded(2, 1, 64)
+    #: Up to this many live peers, every delta batch goes to all of them.
+    full_fanout_peers: int = _bounded(8, 0, 1_000)
+    #: How often a node compares Merkle digests with a random peer to repair what deltas missed.
+    anti_entropy_interval_ms: int = _bounded(1_000, 10, 3_600_000)
+    #: Differing Merkle leaves repaired per anti-entropy round: higher catches up in fewer rounds.
+    anti_entropy_max_leaves: int = _bounded(1_024, 1, 65_536)
+    #: How often a node probes a member (SWIM). Lower detects failures sooner.
+    probe_interval_ms: int = _bounded(500, 10, 60_000)
+    #: How long a direct probe may take before indirect probes; less than ``probe_interval_ms``.
+    probe_timeout_ms: int = _bounded(200, 1, 60_000)
+    #: How many members are asked to probe an unresponsive member on our behalf.
+    indirect_probes: int = _bounded(2, 0, 16)
+    #: How long a suspected member has to refute before it is declared dead.
+    suspicion_timeout_ms: int = _bounded(2_000, 1, 3_600_000)
+    #: How often a node exchanges the full member list with one member (rejoins after partitions).
+    membership_sync_interval_ms: int = _bounded(5_000, 10, 3_600_000)
+    #: Largest gossip frame accepted or sent, in bytes; also caps one item payload from a peer.
+    max_frame_bytes: int = _bounded(8 * 1024 * 1024, 64 * 1024, 2**32 - 1)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """The cluster secret that authenticates every gossip frame: exactly one of the two keys."""
+
+    #: The secret itself (at least 16 bytes). Fine for a laptop; prefer ``secret_env`` elsewhere.
+    secret: str | None = None
+    #: Name of the environment variable holding the secret, read when a node starts.
+    secret_env: str | None = None
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> bytes:
+        """The secret's bytes, read from the environment if so configured."""
+        if self.secret is not None:
+            value, key = self.secret, "security.secret"
+        else:
+            assert self.secret_env is not None  # load_config guarantees exactly one
+            env = os.environ if environ is None else environ
+            found = env.get(self.secret_env)
+            if found is None:
+                raise ConfigError(f"security.secret_env: environment variable {self.secret_env} is not set")
+            value, key = found, f"security.secret_env ({self.secret_env})"
+        secret = value.encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"{key}: the secret must be at least {MIN_SECRET_BYTES} bytes")
+        return secret
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Limits of the HTTP API; a request over a limit is rejected whole (413 or 422)."""
+
+    #: Largest request body, in bytes (413 above).
+    max_body_bytes: int = _bounded(1024 * 1024, 1, 64 * 1024 * 1024)
+    #: Most operations in one ``POST /v1/batch``.
+    max_batch_ops: int = _bounded(1_000, 1, 100_000)
+    #: Most items in one ``POST /v1/counts``.
+    max_count_items: int = _bounded(1_000, 1, 100_000)
+    #: Page size when ``limit`` is not given.
+    default_page_limit: int = _bounded(100, 1, 100_000)
+    #: Largest accepted ``limit``.
+    max_page_limit: int = _bounded(1_000, 1, 100_000)
+    #: Most named counters one item may hold (a new name beyond it is rejected).
+    max_counters_per_item: int = _bounded(32, 1, 10_000)
+    #: Largest magnitude of one counter ``delta``.
+    max_counter_delta: int = _bounded(1_000_000_000, 1, 2**62)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The whole cluster file."""
+
+    #: The nodes of the cluster (at least one). Each is also a gossip seed of the others.
+    nodes: tuple[NodeSpec, ...]
+    storage: StorageSettings = StorageSettings()
+    gossip: GossipSettings = GossipSettings()
+    #: Required: gossip refuses to run unauthenticated.
+    security: SecuritySettings = SecuritySettings()
+    api: ApiSettings = ApiSettings()
+
+    def node(self, name: str) -> NodeSpec:
+        """The node called ``name``."""
+        for spec in self.nodes:
+            if spec.name == name:
+                return spec
+        known = ", ".join(spec.name for spec in self.nodes)
+        raise ConfigError(f"no node named {name!r} in the cluster file (nodes: {known})")
+
+    def node_dir(self, name: str) -> Path:
+        """The data directory of node ``name``."""
+        return self.storage.data_dir / self.node(name).name
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+_Section = TypeVar("_Section")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that rejects a key repeated within one mapping instead of keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, typing.Hashable) and key in seen:
+            line = key_node.start_mark.line + 1
+            raise ConfigError(f"{key}: duplicate key (line {line})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and validate the cluster file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the cluster file: {exc}") from exc
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw, base_dir=path.resolve().parent)
+
+
+def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
+    """Validate an already parsed document; relative paths are resolved against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level): the cluster file must be a mapping with a 'nodes' key")
+    _reject_unknown(raw, {f.name for f in fields(ClusterConfig)}, "")
+    if "nodes" not in raw:
+        raise ConfigError("nodes: missing (list every node with name, host, http_port, gossip_port)")
+    nodes = _parse_nodes(raw["nodes"])
+    storage_raw = _mapping(raw.get("storage", {}), "storage")
+    data_dir_raw = storage_raw.pop("data_dir", str(StorageSettings.data_dir))
+    _reject_unknown(storage_raw, set(), "storage.")
+    if not isinstance(data_dir_raw, str) or not data_dir_raw:
+        raise ConfigError("storage.data_dir: expected a non-empty path string")
+    data_dir = Path(data_dir_raw).expanduser()
+    storage = StorageSettings(data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir)
+    gossip = _parse_section(GossipSettings, raw.get("gossip", {}), "gossip")
+    if gossip.probe_timeout_ms >= gossip.probe_interval_ms:
+        raise ConfigError("gossip.probe_timeout_ms: must be shorter than gossip.probe_interval_ms")
+    api = _parse_section(ApiSettings, raw.get("api", {}), "api")
+    if api.default_page_limit > api.max_page_limit:
+        raise ConfigError("api.default_page_limit: must not exceed api.max_page_limit")
+    if "security" not in raw:
+        raise ConfigError("security: missing (set security.secret or security.secret_env)")
+    security = _parse_section(SecuritySettings, raw["security"], "security")
+    if (security.secret is None) == (security.secret_env is None):
+        raise ConfigError("security: set exactly one of security.secret and security.secret_env")
+    if security.secret is not None and len(security.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"security.secret: the secret must be at least {MIN_SECRET_BYTES} bytes")
+    if security.secret_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", security.secret_env):
+        raise ConfigError("security.secret_env: expected an environment variable name")
+    return ClusterConfig(nodes=nodes, storage=storage, gossip=gossip, security=security, api=api)
+
+
+def _parse_nodes(raw: object) -> tuple[NodeSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("nodes: expected a non-empty list of nodes")
+    nodes = tuple(_parse_section(NodeSpec, item, f"nodes[{i}]") for i, item in enumerate(raw))
+    names: set[str] = set()
+    ports: dict[tuple[str, int], str] = {}
+    for i, spec in enumerate(nodes):
+        if not NODE_NAME.fullmatch(spec.name):
+            raise ConfigError(f"nodes[{i}].name: {spec.name!r} must match {NODE_NAME.pattern}")
+        if not spec.host or spec.host != spec.host.strip():
+            raise ConfigError(f"nodes[{i}].host: expected a host name or address")
+        if spec.name in names:
+            raise ConfigError(f"nodes[{i}].name: duplicate node name {spec.name!r}")
+        names.add(spec.name)
+        for key in ("http_port", "gossip_port"):
+            port = getattr(spec, key)
+            owner = ports.get((spec.host, port))
+            if owner is not None:
+                raise ConfigError(f"nodes[{i}].{key}: port {port} on {spec.host} is already used by {owner}")
+            ports[(spec.host, port)] = f"{spec.name}.{key}"
+    return nodes
+
+
+def _mapping(raw: object, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}.{key}: keys must be strings")
+    return dict(raw)
+
+
+def _reject_unknown(raw: Mapping[Any, Any], known: set[str], prefix: str) -> None:
+    for key in raw:
+        if key not in known:
+            expected = ", ".join(sorted(known)) or "none"
+            raise ConfigError(f"{prefix}{key}: unknown key (expected: {expected})")
+
+
+def _parse_section(cls: type[_Section], raw: object, where: str) -> _Section:
+    """Build the flat dataclass ``cls`` from ``raw``, checking keys, types and ranges."""
+    data = _mapping(raw, where)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    _reject_unknown(data, known, f"{where}.")
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = f"{where}.{f.name}"
+        if f.name not in data:
+            if f.default is MISSING:
+                raise ConfigError(f"{key}: missing")
+            continue
+        value = data[f.name]
+        expected = hints[f.name]
+        if expected is int:
+            if type(value) is not int:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ConfigError(f"{key}: {value} is out of range [{low}, {high}]")
+        elif expected in (str, str | None):
+            if type(value) is not str:
+                raise ConfigError(f"{key}: expected a string, got {value!r}")
+        else:  # pragma: no cover  # a field type this reader does not know: a programming error
+            raise TypeError(f"{key}: unsupported field type {expected}")
+        values[f.name] = value
+    return cls(**values)

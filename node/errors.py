@@ -1,0 +1,80 @@
+"""Every error the node package raises, under one root.
+
+Request errors carry the HTTP status and the machine-readable code the API reports, so the
+modules that validate input need not know about aiohttp.
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of the errors raised by the node package."""
+
+
+class ConfigError(NodeError):
+    """The cluster file is unreadable or invalid; the message names the offending key."""
+
+
+class DataDirError(NodeError):
+    """A node's data directory is unusable: locked by another process, unreadable or corrupt."""
+
+
+class StartupError(NodeError):
+    """A node cannot start serving: a port is taken or an address cannot be bound."""
+
+
+class ItemCodecError(NodeError, ValueError):
+    """An item key or an item payload received from a peer is malformed."""
+
+
+class RequestError(NodeError):
+    """An HTTP request the node rejects; nothing has been changed when it is raised."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequest(RequestError):
+    """The body is not valid JSON or does not have the expected shape."""
+
+    status = 400
+    code = "malformed"
+
+
+class NotFound(RequestError):
+    """No such route (raised by aiohttp's router; the class gives the status its code)."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists but not for this method (raised by aiohttp's router, like ``NotFound``)."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    """The body exceeds ``api.max_body_bytes``."""
+
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    """A body was sent with a content type other than JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidValue(RequestError):
+    """A well-formed request carries a value out of its domain (bad id, type name, limit...)."""
+
+    status = 422
+    code = "invalid"

@@ -1,0 +1,165 @@
+"""What the API accepts: path segments, query parameters and JSON bodies turned into domain values.
+
+Pure functions, no aiohttp: each returns a value or raises ``InvalidValue`` (422, a well-formed request
+with a value out of its domain) or ``MalformedRequest`` (400, a body of the wrong shape), naming the
+offending field. The API validates a whole request before it changes anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from node.errors import InvalidValue, MalformedRequest
+from node.item import MAX_ID, NAME, ItemKey
+
+#: Plain ASCII decimal; leading zeros are allowed, so the length cap is looser than 20 digits.
+_DECIMAL = re.compile(r"[0-9]{1,32}")
+#: ``after`` cursor of "my likes": ``type:id``.
+_ITEM_CURSOR = re.compile(r"([a-z][a-z0-9_]{0,19}):([0-9]{1,32})")
+
+
+def content_type(text: str, where: str = "type") -> str:
+    """A content type: ``[a-z][a-z0-9_]{0,19}``."""
+    if not isinstance(text, str) or not NAME.fullmatch(text):
+        raise InvalidValue(f"{where}: {_show(text)} is not a content type ([a-z][a-z0-9_]{{0,19}})")
+    return text
+
+
+def counter_name(text: str, where: str = "name") -> str:
+    """A counter name: same rule as a content type."""
+    if not isinstance(text, str) or not NAME.fullmatch(text):
+        raise InvalidValue(f"{where}: {_show(text)} is not a counter name ([a-z][a-z0-9_]{{0,19}})")
+    return text
+
+
+def uint64(text: str, where: str) -> int:
+    """An unsigned 64-bit integer written in plain ASCII decimal (no sign, no spaces)."""
+    if not isinstance(text, str) or not _DECIMAL.fullmatch(text) or int(text) > MAX_ID:
+        raise InvalidValue(f"{where}: {_show(text)} is not an unsigned 64-bit decimal integer")
+    return int(text)
+
+
+def uint64_json(value: object, where: str) -> int:
+    """An unsigned 64-bit integer from JSON: a number, or a decimal string for clients that lose
+    precision above 2**53."""
+    if isinstance(value, str):
+        return uint64(value, where)
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise InvalidValue(f"{where}: {_show(value)} is not an unsigned 64-bit integer")
+    return value
+
+
+def page_limit(query: Mapping[str, str], default: int, maximum: int) -> int:
+    """The ``limit`` query parameter: 1 to ``maximum``, ``default`` when absent."""
+    text = query.get("limit")
+    if text is None:
+        return default
+    if not _DECIMAL.fullmatch(text) or not 1 <= int(text) <= maximum:
+        raise InvalidValue(f"limit: {_show(text)} is not an integer from 1 to {maximum}")
+    return int(text)
+
+
+def user_cursor(query: Mapping[str, str]) -> int | None:
+    """The ``after`` query parameter of a liker list: a user id."""
+    text = query.get("after")
+    return None if text is None else uint64(text, "after")
+
+
+def item_cursor(query: Mapping[str, str]) -> ItemKey | None:
+    """The ``after`` query parameter of a user's liked items: ``type:id``."""
+    text = query.get("after")
+    if text is None:
+        return None
+    match = _ITEM_CURSOR.fullmatch(text)
+    if match is None or int(match[2]) > MAX_ID:
+        raise InvalidValue(f"after: {_show(text)} is not an item cursor (type:id)")
+    return ItemKey(match[1], int(match[2]))
+
+
+def counter_delta(body: object, maximum: int) -> int:
+    """The body of a counter update: ``{"delta": n}`` with ``|n| <= maximum``."""
+    fields = _object(body, "body")
+    _only(fields, {"delta"}, "body")
+    if "delta" not in fields:
+        raise MalformedRequest("body: missing 'delta'")
+    delta = fields["delta"]
+    if type(delta) is not int or not -maximum <= delta <= maximum:
+        raise InvalidValue(f"delta: {_show(delta)} is not an integer from {-maximum} to {maximum}")
+    return delta
+
+
+def count_request(body: object, maximum: int) -> list[ItemKey]:
+    """The body of ``POST /v1/counts``: ``{"items": [{"type", "id"}, ...]}``, at most ``maximum``."""
+    fields = _object(body, "body")
+    _only(fields, {"items"}, "body")
+    items = _list(fields.get("items"), "items", maximum)
+    return [item_ref(entry, f"items[{i}]") for i, entry in enumerate(items)]
+
+
+def item_ref(value: object, where: str) -> ItemKey:
+    """``{"type": ..., "id": ...}`` naming one item."""
+    fields = _object(value, where)
+    _only(fields, {"type", "id"}, where)
+    for key in ("type", "id"):
+        if key not in fields:
+            raise MalformedRequest(f"{where}: missing '{key}'")
+    return ItemKey(content_type(fields["type"], f"{where}.type"), uint64_json(fields["id"], f"{where}.id"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOp:
+    """One validated operation of ``POST /v1/batch``."""
+
+    op: Literal["like", "unlike"]
+    key: ItemKey
+    user: int
+
+
+def batch_request(body: object, maximum: int) -> list[BatchOp]:
+    """The body of ``POST /v1/batch``: every op is validated before any is applied."""
+    fields = _object(body, "body")
+    _only(fields, {"ops"}, "body")
+    ops = _list(fields.get("ops"), "ops", maximum)
+    parsed: list[BatchOp] = []
+    for i, entry in enumerate(ops):
+        where = f"ops[{i}]"
+        op = _object(entry, where)
+        _only(op, {"op", "type", "id", "user"}, where)
+        for name in ("op", "type", "id", "user"):
+            if name not in op:
+                raise MalformedRequest(f"{where}: missing '{name}'")
+        kind = op["op"]
+        if kind not in ("like", "unlike"):
+            raise InvalidValue(f"{where}.op: {_show(kind)} is not 'like' or 'unlike'")
+        item = ItemKey(content_type(op["type"], f"{where}.type"), uint64_json(op["id"], f"{where}.id"))
+        parsed.append(BatchOp(op=kind, key=item, user=uint64_json(op["user"], f"{where}.user")))
+    return parsed
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"{where}: expected a JSON object")
+    return value
+
+
+def _list(value: object, where: str, maximum: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedRequest(f"{where}: expected a JSON array")
+    if len(value) > maximum:
+        raise InvalidValue(f"{where}: {len(value)} entries exceed the limit of {maximum}")
+    return value
+
+
+def _only(fields: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise InvalidValue(f"{where}: unknown field {_show(unknown[0])}")
+
+
+def _show(value: object) -> str:
+    """A value quoted for an error message, cut short so a huge input does not echo back."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

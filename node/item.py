@@ -1,0 +1,174 @@
+"""One item's replicated state, its key and their bytes: what gossip moves for the node.
+
+An item is ``(content_type, content_id)``. Its state is the ORSet of the users who like it (the count
+is its size) and any named PN-counters. The same ``Item`` type serves as a delta: a like's delta is an
+item holding only the ORSet delta, so deltas of one item join into one batch, and states and deltas
+share one encoding:
+
+    payload = VERSION byte, msgpack [encode(likers), [[name, encode(counter)], ...], [unliked user, ...]]
+
+with counter names and unliked users strictly ascending. The CRDT parts come from ``crdt.encode``,
+which is deterministic, so equal items give equal bytes and a digest over the payload compares items
+across nodes. ``unliked`` is not state: an unlike delta names the users it removed, so the receiver
+can update its "my likes" index without comparing a large liker set before and after (a dot belongs
+to one element everywhere, so the users a delta can remove are exactly those its sender removed).
+States carry none.
+
+Keys: ``len(type) byte, type (ASCII), id as 8 bytes big-endian``: compact, unambiguous, and sorting
+keys sorts items by type length, type, then id.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+from typing import Any, NamedTuple, TypeVar
+
+import msgpack
+
+from crdt import CodecError, ORSet, PNCounter, decode, encode
+from node.errors import ItemCodecError
+
+#: ``content_type`` and counter names: a lowercase letter, then up to 19 of ``[a-z0-9_]``.
+NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")
+MAX_ID = (1 << 64) - 1
+VERSION = 1
+#: Cap on the counters one payload may carry, so a hostile payload cannot balloon an item.
+MAX_COUNTERS_IN_PAYLOAD = 10_000
+#: Cap on the unliked users a delta names; a delta past it names none and the receiver compares sets.
+MAX_UNLIKED_HINTS = 100_000
+
+_T = TypeVar("_T")
+#: The types of the three parts of a payload.
+_PARTS = (bytes, list, list)
+
+
+class ItemKey(NamedTuple):
+    """Which item: its content type and content id."""
+
+    content_type: str
+    content_id: int
+
+    def to_bytes(self) -> bytes:
+        """The compact key gossip carries."""
+        name = self.content_type.encode("ascii")
+        return bytes((len(name),)) + name + self.content_id.to_bytes(8, "big")
+
+    @classmethod
+    def from_bytes(cls, key: bytes) -> ItemKey:
+        """Parse a key made by ``to_bytes``; ItemCodecError if it is not one."""
+        if not key or len(key) != 1 + key[0] + 8:
+            raise ItemCodecError("item key: wrong length")
+        try:
+            content_type = key[1 : 1 + key[0]].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ItemCodecError("item key: content type is not ASCII") from exc
+        if not NAME.fullmatch(content_type):
+            raise ItemCodecError("item key: bad content type")
+        return cls(content_type, int.from_bytes(key[-8:], "big"))
+
+    def __str__(self) -> str:
+        return f"{self.content_type}:{self.content_id}"
+
+
+class Item:
+    """The likers and named counters of one item (or a delta of them)."""
+
+    __slots__ = ("counters", "likers", "unliked")
+
+    def __init__(
+        self,
+        likers: ORSet | None = None,
+        counters: dict[str, PNCounter] | None = None,
+        unliked: set[int] | None = None,
+    ) -> None:
+        self.likers = ORSet() if likers is None else likers
+        self.counters: dict[str, PNCounter] = {} if counters is None else counters
+        #: Deltas only: the users this delta unliked (see the module docstring).
+        self.unliked: set[int] = set() if unliked is None else unliked
+
+    def merge(self, other: Item) -> None:
+        """Join ``other`` (a state or a delta) into this item, in place."""
+        self.likers.merge(other.likers)
+        self.unliked |= other.unliked
+        for name, counter in other.counters.items():
+            mine = self.counters.get(name)
+            if mine is None:
+                self.counters[name] = counter.copy()
+            else:
+                mine.merge(counter)
+
+    def counter_values(self) -> dict[str, int]:
+        """Each counter's current value, by name."""
+        return {name: counter.value() for name, counter in sorted(self.counters.items())}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return (
+            self.likers == other.likers and self.counters == other.counters and self.unliked == other.unliked
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Item(likes={len(self.likers)}, counters={self.counter_values()})"
+
+
+def encode_item(item: Item) -> bytes:
+    """The canonical payload of an item or delta."""
+    counters = [[name, encode(item.counters[name])] for name in sorted(item.counters)]
+    body: bytes = msgpack.packb([encode(item.likers), counters, sorted(item.unliked)], use_bin_type=True)
+    return bytes((VERSION,)) + body
+
+
+def decode_item(payload: bytes, *, max_bytes: int) -> Item:
+    """Parse a payload from a peer; ItemCodecError for anything but a valid item."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ItemCodecError(f"item payload: expected bytes, got {type(payload).__name__}")
+    if len(payload) > max_bytes:
+        raise ItemCodecError(f"item payload: {len(payload)} bytes exceeds the {max_bytes}-byte limit")
+    if len(payload) < 2 or payload[0] != VERSION:
+        raise ItemCodecError("item payload: truncated or of an unsupported version")
+    try:
+        wire: Any = msgpack.unpackb(
+            payload[1:],
+            raw=False,
+            max_ext_len=0,
+            max_map_len=0,
+            max_array_len=max(2 * MAX_COUNTERS_IN_PAYLOAD, MAX_UNLIKED_HINTS),
+        )
+    except Exception as exc:  # the trust boundary: msgpack raises several unrelated types
+        raise ItemCodecError(f"item payload: not msgpack: {exc}") from exc
+    if type(wire) is not list or [type(part) for part in wire] != list(_PARTS):
+        raise ItemCodecError("item payload: expected [likers, counters, unliked]")
+    likers = _decode_as(wire[0], ORSet, "likers")
+    counters: dict[str, PNCounter] = {}
+    previous = ""
+    for entry in wire[1]:
+        well_formed = type(entry) is list and len(entry) == 2
+        if not well_formed or type(entry[0]) is not str or type(entry[1]) is not bytes:
+            raise ItemCodecError("item payload: a counter must be [name, bytes]")
+        name = entry[0]
+        if not NAME.fullmatch(name) or name <= previous:
+            raise ItemCodecError("item payload: counter names must be valid and strictly ascending")
+        counters[name] = _decode_as(entry[1], PNCounter, f"counter {name}")
+        previous = name
+    unliked: list[Any] = wire[2]
+    if len(unliked) > MAX_UNLIKED_HINTS or not all(
+        type(user) is int and 0 <= user <= MAX_ID for user in unliked
+    ):
+        raise ItemCodecError("item payload: unliked users must be unsigned 64-bit integers")
+    if any(a >= b for a, b in pairwise(unliked)):
+        raise ItemCodecError("item payload: unliked users must be strictly ascending")
+    return Item(likers, counters, set(unliked))
+
+
+def _decode_as(data: bytes, kind: type[_T], what: str) -> _T:
+    try:
+        value = decode(data)
+    except CodecError as exc:
+        raise ItemCodecError(f"item payload: {what}: {exc}") from exc
+    if not isinstance(value, kind):
+        raise ItemCodecError(f"item payload: {what}: expected {kind.__name__}, got {type(value).__name__}")
+    return value

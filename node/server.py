@@ -1,0 +1,147 @@
+"""One node process: the store, the HTTP API and gossip over TCP, wired together and run.
+
+Gossip starts in the application's ``cleanup_ctx``, so it is up before the HTTP site accepts its
+first request and stopped (last deltas flushed, peers told) after the site has closed. The event loop
+is uvloop's when it is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from gossip import GossipConfig, Gossiper, Peer
+from node.api import NodeDescription, create_app
+from node.config import ClusterConfig, NodeSpec, load_config
+from node.datadir import NodeDataDir, NodeIdentity
+from node.errors import ConfigError, StartupError
+from node.store import LikeStore
+
+log = logging.getLogger(__name__)
+
+GOSSIPER = web.AppKey("gossiper", Gossiper)
+#: The pid whose death should end this node (``likes up`` passes its own), or None.
+PARENT_PID = web.AppKey("parent_pid", int)
+#: How often a child of ``likes up`` checks that its parent is still there, in seconds.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+def gossip_config(config: ClusterConfig, spec: NodeSpec, secret: bytes) -> GossipConfig:
+    """The gossip settings of node ``spec``: every other node is a seed."""
+    g = config.gossip
+    seeds = tuple(Peer(n.name, n.host, n.gossip_port) for n in config.nodes if n.name != spec.name)
+    try:
+        return GossipConfig(
+            name=spec.name,
+            host=spec.host,
+            port=spec.gossip_port,
+            seeds=seeds,
+            keyring=(secret,),
+            delta_interval=g.delta_interval_ms / 1000,
+            fanout=g.fanout,
+            full_fanout_peers=g.full_fanout_peers,
+            anti_entropy_interval=g.anti_entropy_interval_ms / 1000,
+            anti_entropy_max_leaves=g.anti_entropy_max_leaves,
+            probe_interval=g.probe_interval_ms / 1000,
+            probe_timeout=g.probe_timeout_ms / 1000,
+            indirect_probes=g.indirect_probes,
+            suspicion_timeout=g.suspicion_timeout_ms / 1000,
+            membership_sync_interval=g.membership_sync_interval_ms / 1000,
+            max_frame_bytes=g.max_frame_bytes,
+        )
+    except ValueError as exc:  # gossip's own checks; config.py should have caught these first
+        raise ConfigError(f"gossip: {exc}") from exc
+
+
+def build_node_app(
+    config: ClusterConfig, name: str, identity: NodeIdentity, secret: bytes, *, parent_pid: int | None = None
+) -> web.Application:
+    """The application of node ``name``, with gossip attached to its lifecycle."""
+    spec = config.node(name)
+    store = LikeStore(
+        identity.writer,
+        max_counters_per_item=config.api.max_counters_per_item,
+        max_payload_bytes=config.gossip.max_frame_bytes,
+    )
+    gossiper = Gossiper(gossip_config(config, spec, secret), store)
+    description = NodeDescription(
+        name=spec.name,
+        actor=identity.actor,
+        writer=identity.writer,
+        url=spec.url,
+        gossip_address=f"{spec.host}:{spec.gossip_port}",
+        pid=os.getpid(),
+    )
+    app = create_app(store, config.api, description, gossiper)
+    app[GOSSIPER] = gossiper
+    app.cleanup_ctx.append(_gossip)
+    if parent_pid is not None:
+        app[PARENT_PID] = parent_pid
+        app.cleanup_ctx.append(_exit_with_parent)
+    return app
+
+
+async def _gossip(app: web.Application) -> AsyncIterator[None]:
+    """Gossip runs exactly while the application does."""
+    gossiper = app[GOSSIPER]
+    await gossiper.start()
+    log.info("gossip listening on %s:%d", *gossiper.address)
+    yield
+    await gossiper.stop()
+
+
+async def _exit_with_parent(app: web.Application) -> AsyncIterator[None]:
+    """Stop this node if the ``likes up`` that started it disappears, even by ``kill -9``."""
+    parent = app[PARENT_PID]
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_INTERVAL)
+        log.warning("parent process %d is gone; stopping", parent)
+        os.kill(os.getpid(), 15)  # SIGTERM: run_app's handler shuts down cleanly
+
+    task = asyncio.create_task(watch(), name="parent watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> None:
+    """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM."""
+    config = load_config(config_path)
+    spec = config.node(name)
+    secret = config.security.resolve()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
+        identity = data_dir.claim_identity()
+        log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
+        app = build_node_app(config, name, identity, secret, parent_pid=parent_pid)
+        try:
+            web.run_app(
+                app,
+                host=spec.host,
+                port=spec.http_port,
+                loop=_new_event_loop(),
+                print=None,
+                access_log=None,
+                shutdown_timeout=5.0,
+            )
+        except OSError as exc:  # binding HTTP or gossip; run_app has already cleaned up
+            raise StartupError(f"node {name} cannot start: {exc}") from exc
+    log.info("node %s stopped", name)
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when available: it roughly halves the cost of each request and frame."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -1,0 +1,318 @@
+"""The node's in-memory state: every item, the deltas awaiting gossip, and who likes what.
+
+``LikeStore`` is what the API writes to and what gossip replicates (it implements gossip's
+``Replica``). Local writes and merges from peers both keep the per-user reverse index ("my likes")
+exact, so a user's list never disagrees with the items' liker sets.
+
+Finding what a merge changed without copying a big liker set: only elements of the payload's kernel
+can appear, and a payload whose causal context covers no more dots than its kernel holds removes
+nothing (the ORSet join only drops a dot the other side has seen but no longer holds). A delta that
+does remove names the users it unliked (``Item.unliked``); the count before and after the join proves
+the list complete. Only a full state that carries removals (anti-entropy) pays for comparing the set
+before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from crdt import ORSet, PNCounter
+from gossip.errors import PayloadError
+from node.errors import InvalidValue, ItemCodecError
+from node.item import MAX_UNLIKED_HINTS, Item, ItemKey, decode_item, encode_item
+
+log = logging.getLogger(__name__)
+
+#: Digest width: 128 bits make an accidental collision between two item states negligible.
+DIGEST_BYTES = 16
+#: Default cap on a payload accepted from a peer (crdt's own cap on an encoded value).
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+_Ordered = TypeVar("_Ordered", int, ItemKey)
+
+
+@dataclass(frozen=True, slots=True)
+class LikeResult:
+    """The outcome of a like or unlike: whether it changed anything, and the count after it."""
+
+    changed: bool
+    count: int
+
+
+class LikeStore:
+    """All items of this node; the ``Replica`` gossip replicates."""
+
+    def __init__(
+        self,
+        writer: str,
+        *,
+        max_counters_per_item: int = 32,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._writer = writer
+        self._max_counters = max_counters_per_item
+        self._max_payload = max_payload_bytes
+        self._items: dict[bytes, Item] = {}
+        #: Local deltas not yet handed to gossip, joined per item.
+        self._pending: dict[bytes, Item] = {}
+        #: Pending deltas that unliked more than ``MAX_UNLIKED_HINTS`` users and so name none.
+        self._unnamed: set[bytes] = set()
+        self._changed: set[bytes] = set()
+        self._drained_once = False
+        #: user -> keys of the items the user likes.
+        self._liked_by: dict[int, set[bytes]] = {}
+        #: Digests computed since the item last changed; every other item is in ``_unfolded``.
+        self._digests: dict[bytes, bytes] = {}
+        self._unfolded: set[bytes] = set()
+        #: XOR of ``_fold(key, digest)`` over the items in ``_digests``: see ``fingerprint``.
+        self._fingerprint = 0
+
+    @property
+    def writer(self) -> str:
+        """The actor id this store tags its mutations with."""
+        return self._writer
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- local writes ------------------------------------------------------------------------------
+
+    def like(self, key: ItemKey, user: int) -> LikeResult:
+        """``user`` likes the item; liking twice changes nothing and makes no delta."""
+        raw = key.to_bytes()
+        item = self._items.get(raw)
+        if item is not None and user in item.likers:
+            return LikeResult(False, len(item.likers))
+        if item is None:
+            item = self._new_item(raw)
+        delta = item.likers.add(self._writer, user)
+        self._index(raw, (user,))
+        self._record(raw, Item(likers=delta))
+        return LikeResult(True, len(item.likers))
+
+    def unlike(self, key: ItemKey, user: int) -> LikeResult:
+        """``user`` no longer likes the item; unliking what is not liked changes nothing."""
+        raw = key.to_bytes()
+        item = self._items.get(raw)
+        if item is None or user not in item.likers:
+            return LikeResult(False, 0 if item is None else len(item.likers))
+        delta = item.likers.remove(user)
+        self._unindex(user, raw)
+        self._record(raw, Item(likers=delta, unliked={user}))
+        return LikeResult(True, len(item.likers))
+
+    def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
+        """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
+        raw = key.to_bytes()
+        item = self._items.get(raw)
+        counter = None if item is None else item.counters.get(name)
+        if amount == 0:
+            return 0 if counter is None else counter.value()
+        if counter is None:
+            if item is not None and len(item.counters) >= self._max_counters:
+                raise InvalidValue(f"item {key} already has {self._max_counters} counters")
+            item = item if item is not None else self._new_item(raw)
+            counter = item.counters[name] = PNCounter()
+        if amount > 0:
+            delta = counter.increment(self._writer, amount)
+        else:
+            delta = counter.decrement(self._writer, -amount)
+        self._record(raw, Item(counters={name: delta}))
+        return counter.value()
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def liked(self, key: ItemKey, user: int) -> bool:
+        """Whether ``user`` likes the item."""
+        item = self._items.get(key.to_bytes())
+        return item is not None and user in item.likers
+
+    def count(self, key: ItemKey) -> int:
+        """How many users like the item."""
+        item = self._items.get(key.to_bytes())
+        return 0 if item is None else len(item.likers)
+
+    def counters(self, key: ItemKey) -> dict[str, int]:
+        """The item's named counters and their values."""
+        item = self._items.get(key.to_bytes())
+        return {} if item is None else item.counter_values()
+
+    def likers(self, key: ItemKey, *, after: int | None, limit: int) -> tuple[list[int], bool]:
+        """Up to ``limit`` likers above ``after``, ascending, and whether more follow."""
+        item = self._items.get(key.to_bytes())
+        if item is None:
+            return [], False
+        users: Iterable[int] = item.likers if after is None else (u for u in item.likers if u > after)
+        return _page(users, limit)
+
+    def liked_items(self, user: int, *, after: ItemKey | None, limit: int) -> tuple[list[ItemKey], bool]:
+        """Up to ``limit`` items ``user`` likes above ``after``, in (type, id) order; and if more follow."""
+        keys = (ItemKey.from_bytes(raw) for raw in self._liked_by.get(user, ()))
+        return _page(keys if after is None else (k for k in keys if k > after), limit)
+
+    def fingerprint(self) -> str:
+        """A digest of the whole store, independent of insertion order: equal stores, equal prints.
+
+        Maintained incrementally (each item's digest is folded in once and folded out when the
+        item changes), so asking costs only the items changed since the last time.
+        """
+        for raw in list(self._unfolded):
+            self.digest(raw)
+        return self._fingerprint.to_bytes(DIGEST_BYTES, "big").hex()
+
+    # -- the gossip Replica --------------------------------------------------------------------------
+
+    def drain_deltas(self) -> list[tuple[bytes, bytes]]:
+        """The local deltas since the last call, one joined delta per item."""
+        pending, self._pending = self._pending, {}
+        self._unnamed.clear()
+        return [(raw, encode_item(delta)) for raw, delta in pending.items()]
+
+    def drain_changed(self) -> Iterable[bytes]:
+        """The keys changed since the last call; the first call returns every key."""
+        if not self._drained_once:
+            self._drained_once = True
+            self._changed = set()
+            return list(self._items)
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def digest(self, key: bytes) -> bytes:
+        """blake2b of the item's canonical encoding, cached until the item changes."""
+        cached = self._digests.get(key)
+        if cached is not None:
+            return cached
+        item = self._items.get(key)
+        if item is None:
+            return b""
+        digest = hashlib.blake2b(encode_item(item), digest_size=DIGEST_BYTES).digest()
+        self._digests[key] = digest
+        self._unfolded.discard(key)
+        self._fingerprint ^= _fold(key, digest)
+        return digest
+
+    def state(self, key: bytes) -> bytes | None:
+        """The item's full payload, or None if this node has never heard of it."""
+        item = self._items.get(key)
+        return None if item is None else encode_item(item)
+
+    def merge(self, key: bytes, payload: bytes) -> None:
+        """Join a peer's delta or state into the item; PayloadError (and no change) if invalid."""
+        try:
+            ItemKey.from_bytes(key)
+            incoming = decode_item(payload, max_bytes=self._max_payload)
+        except ItemCodecError as exc:
+            raise PayloadError(str(exc)) from exc
+        raw = bytes(key)
+        item = self._items.get(raw)
+        if item is None:
+            item = self._new_item(raw)
+        self._merge_likers(raw, item.likers, incoming)
+        for name, counter in incoming.counters.items():
+            mine = item.counters.get(name)
+            if mine is None:
+                item.counters[name] = counter
+            else:
+                mine.merge(counter)
+        self._touch(raw)
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _new_item(self, raw: bytes) -> Item:
+        item = self._items[raw] = Item()
+        self._unfolded.add(raw)
+        return item
+
+    def _record(self, raw: bytes, delta: Item) -> None:
+        """Queue a local delta for gossip and note the change."""
+        pending = self._pending.get(raw)
+        if pending is None:
+            pending = self._pending[raw] = delta
+        else:
+            pending.merge(delta)
+        if raw in self._unnamed or len(pending.unliked) > MAX_UNLIKED_HINTS:
+            self._unnamed.add(raw)  # a partial list would be wrong: name nobody
+            pending.unliked.clear()
+        self._touch(raw)
+
+    def _touch(self, raw: bytes) -> None:
+        """The item changed: forget its digest and fold it out of the fingerprint."""
+        self._changed.add(raw)
+        digest = self._digests.pop(raw, None)
+        if digest is not None:
+            self._fingerprint ^= _fold(raw, digest)
+            self._unfolded.add(raw)
+
+    def _merge_likers(self, raw: bytes, likers: ORSet, incoming: Item) -> None:
+        """Join ``incoming``'s likers into ``likers`` and bring the reverse index along."""
+        joined = incoming.likers
+        if not likers or not _may_remove(joined):
+            fresh = [user for user in joined if user not in likers]
+            likers.merge(joined)
+            self._index(raw, (user for user in fresh if user in likers))
+        elif incoming.unliked:
+            size = len(likers)
+            fresh = [user for user in joined if user not in likers]
+            named = [user for user in incoming.unliked if user in likers]
+            likers.merge(joined)
+            gained = [user for user in fresh if user in likers]
+            lost = [user for user in named if user not in likers]
+            self._index(raw, gained)
+            for user in lost:
+                self._unindex(user, raw)
+            if size + len(gained) - len(lost) != len(likers):
+                log.warning("a delta for %s removed users it did not name; re-indexing", raw.hex())
+                self._reindex(raw, likers)
+        else:
+            before = likers.value()
+            likers.merge(joined)
+            after = likers.value()
+            self._index(raw, after - before)
+            for user in before - after:
+                self._unindex(user, raw)
+
+    def _index(self, raw: bytes, users: Iterable[int]) -> None:
+        for user in users:
+            self._liked_by.setdefault(user, set()).add(raw)
+
+    def _reindex(self, raw: bytes, likers: ORSet) -> None:
+        """Rebuild the reverse index of one item from its liker set (a full scan; never expected)."""
+        for user, keys in list(self._liked_by.items()):
+            if raw in keys and user not in likers:
+                self._unindex(user, raw)
+        self._index(raw, likers)
+
+    def _unindex(self, user: int, raw: bytes) -> None:
+        keys = self._liked_by.get(user)
+        if keys is not None:
+            keys.discard(raw)
+            if not keys:
+                del self._liked_by[user]
+
+
+def _may_remove(incoming: ORSet) -> bool:
+    """Whether joining ``incoming`` can drop elements: its context covers dots its kernel lacks."""
+    _names, vv, cloud, singles, multiples = incoming.to_wire()
+    seen: int = sum(vv[1::2]) + len(cloud) // 2
+    held: int = len(singles) // 3
+    i = 0
+    while i < len(multiples):
+        held += multiples[i + 1]
+        i += 2 + 2 * multiples[i + 1]
+    return seen > held
+
+
+def _fold(key: bytes, digest: bytes) -> int:
+    """An item's contribution to the store fingerprint (keyed, so equal items under two keys differ)."""
+    return int.from_bytes(hashlib.blake2b(key + digest, digest_size=DIGEST_BYTES).digest(), "big")
+
+
+def _page(candidates: Iterable[_Ordered], limit: int) -> tuple[list[_Ordered], bool]:
+    """The ``limit`` smallest candidates, ascending, and whether there were more."""
+    smallest = heapq.nsmallest(limit + 1, candidates)
+    return smallest[:limit], len(smallest) > limit

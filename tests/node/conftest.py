@@ -1,0 +1,72 @@
+"""Fixtures for the node tests: a single-node API app with no gossip behind it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import ExitStack
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gossip.member import MemberInfo, MemberState
+from node.api import METRICS, NodeDescription, create_app
+from node.config import ApiSettings
+from node.store import LikeStore
+
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+
+#: Small limits, so the tests can reach every one of them cheaply.
+TEST_LIMITS = ApiSettings(
+    max_body_bytes=4096,
+    max_batch_ops=5,
+    max_count_items=5,
+    default_page_limit=10,
+    max_page_limit=50,
+    max_counters_per_item=3,
+    max_counter_delta=1000,
+)
+
+
+class SoloCluster:
+    """A cluster of one: the node itself, alive, and no gossip counters."""
+
+    def members(self) -> Iterable[MemberInfo]:
+        return [MemberInfo("n1", ("127.0.0.1", 9001), MemberState.ALIVE, 0)]
+
+    def stats(self) -> Mapping[str, object]:
+        return {"frames_sent": 0}
+
+
+def make_app(settings: ApiSettings = TEST_LIMITS) -> web.Application:
+    """A node app over a fresh store."""
+    node = NodeDescription(
+        name="n1",
+        actor="n1-0123456789abcdef",
+        writer="n1-0123456789abcdef.1",
+        url="http://127.0.0.1:8001",
+        gossip_address="127.0.0.1:9001",
+        pid=os.getpid(),
+    )
+    store = LikeStore(node.writer, max_counters_per_item=settings.max_counters_per_item)
+    return create_app(store, settings, node, SoloCluster())
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory) -> AsyncIterator[Client]:
+    """A test client of a fresh node; the test fails if any request was answered 500."""
+    app = make_app()
+    yield await aiohttp_client(app)
+    assert app[METRICS].internal_error_count() == 0, "a request was answered 500"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now (held open together so they differ)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]

@@ -1,0 +1,125 @@
+"""The cluster file: defaults, and every kind of bad file rejected with a ConfigError naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import ClusterConfig, GossipSettings, load_config
+from node.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+nodes:
+  - {name: n1, host: 127.0.0.1, http_port: 8001, gossip_port: 9001}
+  - {name: n2, host: 127.0.0.1, http_port: 8002, gossip_port: 9002}
+security: {secret: 0123456789abcdef}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_cluster_file_is_valid() -> None:
+    config = load_config(ROOT / "cluster.yaml")
+    assert [n.name for n in config.nodes] == ["n1", "n2", "n3"]
+    assert {n.host for n in config.nodes} == {"127.0.0.1"}
+    assert config.storage.data_dir == ROOT / "data"
+    assert config.security.resolve() == b"local-dev-secret-not-for-production"
+
+
+def test_defaults_fill_what_a_minimal_file_leaves_out(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert isinstance(config, ClusterConfig)
+    assert config.gossip == GossipSettings()
+    assert config.storage.data_dir == tmp_path / "data"  # relative to the file, not the cwd
+    assert config.node_dir("n2") == tmp_path / "data" / "n2"
+    assert config.node("n1").url == "http://127.0.0.1:8001"
+    assert config.api.max_body_bytes == 1024 * 1024
+
+
+def test_the_secret_can_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("secret: 0123456789abcdef", "secret_env: MY_SECRET"))
+    security = load_config(path).security
+    assert security.resolve({"MY_SECRET": "x" * 16}) == b"x" * 16
+    with pytest.raises(ConfigError, match=r"security\.secret_env.*MY_SECRET is not set"):
+        security.resolve({})
+    with pytest.raises(ConfigError, match=r"security\.secret_env.*at least 16 bytes"):
+        security.resolve({"MY_SECRET": "short"})
+
+
+NODE = "  - {name: n1, host: 127.0.0.1, http_port: 8001, gossip_port: 9001}\n"
+SECRET = "security: {secret: 0123456789abcdef}\n"
+
+BAD_FILES = [
+    # (the file, the key the error must name)
+    ("nodes: [\n", "not valid YAML"),
+    ("- just\n- a list\n", "(top level)"),
+    ("", "(top level)"),
+    (SECRET, "nodes"),
+    ("nodes: []\n" + SECRET, "nodes"),
+    ("nodes: {n1: 1}\n" + SECRET, "nodes"),
+    ("nodes:\n" + NODE + SECRET + "colour: blue\n", "colour"),
+    ("nodes:\n" + NODE + NODE.replace("8001", "8002").replace("9001", "9002") + SECRET, "nodes[1].name"),
+    ("nodes:\n" + NODE + NODE.replace("n1", "n2").replace("9001", "9002") + SECRET, "nodes[1].http_port"),
+    ("nodes:\n" + NODE + NODE.replace("n1", "n2").replace("8001", "8002") + SECRET, "nodes[1].gossip_port"),
+    ("nodes:\n" + NODE.replace("9001", "8001") + SECRET, "nodes[0].gossip_port"),
+    ("nodes:\n  - {name: n1, host: 127.0.0.1, http_port: 8001}\n" + SECRET, "nodes[0].gossip_port"),
+    ("nodes:\n  - {name: n1, http_port: 8001, gossip_port: 9001}\n" + SECRET, "nodes[0].host"),
+    ("nodes:\n" + NODE.replace("8001", '"8001"') + SECRET, "nodes[0].http_port"),
+    ("nodes:\n" + NODE.replace("8001", "80.5") + SECRET, "nodes[0].http_port"),
+    ("nodes:\n" + NODE.replace("8001", "true") + SECRET, "nodes[0].http_port"),
+    ("nodes:\n" + NODE.replace("8001", "70000") + SECRET, "nodes[0].http_port"),
+    ("nodes:\n" + NODE.replace("8001", "0") + SECRET, "nodes[0].http_port"),
+    ("nodes:\n" + NODE.replace("name: n1", "name: 'n 1'") + SECRET, "nodes[0].name"),
+    ("nodes:\n" + NODE.replace("name: n1", "name: 7") + SECRET, "nodes[0].name"),
+    ("nodes:\n" + NODE.replace("}", ", weight: 3}") + SECRET, "nodes[0].weight"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {fanout: 0}\n", "gossip.fanout"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {delta_interval: 5}\n", "gossip.delta_interval"),
+    (
+        "nodes:\n" + NODE + SECRET + "gossip: {probe_interval_ms: 100, probe_timeout_ms: 100}\n",
+        "gossip.probe_timeout_ms",
+    ),
+    ("nodes:\n" + NODE + SECRET + "gossip: [1]\n", "gossip"),
+    ("nodes:\n" + NODE + SECRET + "api: {max_body_bytes: -1}\n", "api.max_body_bytes"),
+    (
+        "nodes:\n" + NODE + SECRET + "api: {default_page_limit: 500, max_page_limit: 100}\n",
+        "api.default_page_limit",
+    ),
+    ("nodes:\n" + NODE + SECRET + "storage: {data_dir: 5}\n", "storage.data_dir"),
+    ("nodes:\n" + NODE + SECRET + "storage: {dir: x}\n", "storage.dir"),
+    ("nodes:\n" + NODE, "security"),
+    ("nodes:\n" + NODE + "security: {}\n", "security"),
+    ("nodes:\n" + NODE + "security: {secret: 0123456789abcdef, secret_env: X}\n", "security"),
+    ("nodes:\n" + NODE + "security: {secret: short}\n", "security.secret"),
+    ("nodes:\n" + NODE + "security: {secret_env: 'not a name'}\n", "security.secret_env"),
+    ("nodes:\n" + NODE + "security: {secret: 0123456789abcdef, token: x}\n", "security.token"),
+    ("nodes:\n" + NODE + SECRET + "api: {}\napi: {}\n", "api: duplicate key"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), BAD_FILES)
+def test_a_bad_file_raises_config_error_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert key in str(caught.value)
+
+
+def test_a_missing_or_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(binary)
+
+
+def test_an_unknown_node_name_is_a_config_error(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="no node named 'n9'"):
+        config.node("n9")

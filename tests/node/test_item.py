@@ -1,0 +1,115 @@
+"""Item keys and payloads: compact, unambiguous, deterministic, and a trust boundary."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt import ORSet, PNCounter, encode
+from node.errors import ItemCodecError
+from node.item import MAX_ID, Item, ItemKey, decode_item, encode_item
+
+content_types = st.from_regex(r"[a-z][a-z0-9_]{0,19}", fullmatch=True)
+ids = st.integers(0, MAX_ID)
+
+
+@given(content_types, ids, content_types, ids)
+def test_keys_round_trip_and_never_collide(t1: str, i1: int, t2: str, i2: int) -> None:
+    a, b = ItemKey(t1, i1), ItemKey(t2, i2)
+    assert ItemKey.from_bytes(a.to_bytes()) == a
+    assert (a.to_bytes() == b.to_bytes()) == (a == b)
+    assert len(a.to_bytes()) == 1 + len(t1) + 8
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x00" + bytes(8), b"\x04post" + bytes(9), b"\x02A1" + bytes(8), b"\x02\xff\xfe" + bytes(8)]
+)
+def test_malformed_keys_are_rejected(raw: bytes) -> None:
+    with pytest.raises(ItemCodecError):
+        ItemKey.from_bytes(raw)
+
+
+@given(
+    st.lists(st.integers(0, MAX_ID), max_size=20),
+    st.dictionaries(st.sampled_from(["views", "shares"]), st.integers(-5, 5)),
+)
+def test_payloads_round_trip_and_equal_items_encode_equally(
+    users: list[int], counters: dict[str, int]
+) -> None:
+    forward, backward = Item(), Item()
+    for user in users:
+        forward.likers.add("a", user)
+    for user in users:  # the same adds in the same order on an independent item
+        backward.likers.add("a", user)
+    for name, amount in counters.items():
+        for item in (forward, backward):
+            counter = item.counters.setdefault(name, PNCounter())
+            counter.increment("a", max(amount, 0))
+            counter.decrement("a", max(-amount, 0))
+    payload = encode_item(forward)
+    assert payload == encode_item(backward)
+    assert decode_item(payload, max_bytes=1 << 20) == forward
+
+
+def test_payloads_over_the_cap_are_rejected_unread() -> None:
+    item = Item()
+    for user in range(100):
+        item.likers.add("a", user)
+    payload = encode_item(item)
+    with pytest.raises(ItemCodecError, match="exceeds"):
+        decode_item(payload, max_bytes=len(payload) - 1)
+
+
+def payload_of(*parts: object) -> bytes:
+    """A hand-made payload: version byte, then ``parts`` as one msgpack array."""
+    body: bytes = msgpack.packb(list(parts))
+    return b"\x01" + body
+
+
+EMPTY_SET, EMPTY_COUNTER = encode(ORSet()), encode(PNCounter())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x01",
+        b"\x02" + payload_of(EMPTY_SET, [], [])[1:],  # an unknown version
+        b"\x01\xc1",  # not msgpack
+        payload_of(EMPTY_SET, []),  # a part missing
+        payload_of(EMPTY_SET, [], [], []),  # a part too many
+        payload_of(b"", [], []),  # likers not a CRDT
+        payload_of(EMPTY_COUNTER, [], []),  # likers not an ORSet
+        payload_of(EMPTY_SET, [["views", EMPTY_SET]], []),  # a counter not a PNCounter
+        payload_of(EMPTY_SET, [["views"]], []),
+        payload_of(EMPTY_SET, {"views": EMPTY_COUNTER}, []),
+        payload_of(EMPTY_SET, [], [2, 1]),  # unliked not ascending
+        payload_of(EMPTY_SET, [], [1, 1]),
+        payload_of(EMPTY_SET, [], [-1]),
+        payload_of(EMPTY_SET, [], ["1"]),
+        payload_of(EMPTY_SET, [], {}),
+    ],
+)
+def test_malformed_payloads_are_rejected(payload: bytes) -> None:
+    with pytest.raises(ItemCodecError):
+        decode_item(payload, max_bytes=1 << 20)
+
+
+def test_counter_names_must_be_valid_and_ascending() -> None:
+    for counters in (
+        [["b", EMPTY_COUNTER], ["a", EMPTY_COUNTER]],
+        [["a", EMPTY_COUNTER], ["a", EMPTY_COUNTER]],
+        [["Bad", EMPTY_COUNTER]],
+    ):
+        with pytest.raises(ItemCodecError, match="ascending"):
+            decode_item(payload_of(EMPTY_SET, counters, []), max_bytes=1 << 20)
+
+
+def test_unlike_deltas_name_their_users_and_states_name_none() -> None:
+    item = Item()
+    item.likers.add("a", 5)
+    delta = Item(likers=item.likers.remove(5), unliked={5})
+    assert decode_item(encode_item(delta), max_bytes=1 << 20).unliked == {5}
+    assert decode_item(encode_item(item), max_bytes=1 << 20).unliked == set()

@@ -1,0 +1,329 @@
+"""The store: likes, unlikes, counters, the "my likes" index, and the gossip Replica contract."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt import ORSet
+from gossip.errors import PayloadError
+from node.errors import InvalidValue
+from node.item import ItemKey, decode_item, encode_item
+from node.store import LikeStore
+
+POST = ItemKey("post", 1)
+PHOTO = ItemKey("photo", 7)
+
+
+def index_of(store: LikeStore, users: range) -> dict[int, list[ItemKey]]:
+    """What the reverse index says, user by user."""
+    return {u: store.liked_items(u, after=None, limit=10_000)[0] for u in users}
+
+
+def truth_of(store: LikeStore, keys: list[ItemKey], users: range) -> dict[int, list[ItemKey]]:
+    """What the liker sets say, user by user."""
+    return {u: sorted(k for k in keys if store.liked(k, u)) for u in users}
+
+
+def sync(source: LikeStore, target: LikeStore) -> None:
+    """Ship the source's pending deltas to the target."""
+    for key, payload in source.drain_deltas():
+        target.merge(key, payload)
+
+
+def test_a_like_counts_once_however_often_it_is_repeated() -> None:
+    store = LikeStore("n1-a.1")
+    first, second = store.like(POST, 5), store.like(POST, 5)
+    assert (first.changed, first.count) == (True, 1)
+    assert (second.changed, second.count) == (False, 1)
+    assert store.liked(POST, 5) and store.count(POST) == 1
+
+
+def test_unlike_removes_and_is_idempotent() -> None:
+    store = LikeStore("n1-a.1")
+    store.like(POST, 5)
+    store.like(POST, 6)
+    assert store.unlike(POST, 5).changed
+    again = store.unlike(POST, 5)
+    assert (again.changed, again.count) == (False, 1)
+    assert store.unlike(ItemKey("post", 99), 5).count == 0
+    assert not store.liked(POST, 5) and store.liked(POST, 6)
+
+
+def test_repeated_likes_and_noop_unlikes_make_no_deltas() -> None:
+    store = LikeStore("n1-a.1")
+    store.like(POST, 5)
+    store.drain_deltas()
+    store.like(POST, 5)
+    store.unlike(POST, 6)
+    store.unlike(PHOTO, 6)
+    assert store.drain_deltas() == []
+
+
+def test_counters_go_up_and_down_and_zero_is_a_read() -> None:
+    store = LikeStore("n1-a.1")
+    assert store.add_to_counter(POST, "views", 0) == 0
+    assert len(store) == 0  # a zero delta creates nothing
+    assert store.add_to_counter(POST, "views", 5) == 5
+    assert store.add_to_counter(POST, "views", -2) == 3
+    assert store.add_to_counter(POST, "shares", 1) == 1
+    assert store.counters(POST) == {"shares": 1, "views": 3}
+    assert store.counters(PHOTO) == {}
+
+
+def test_an_item_holds_a_bounded_number_of_counters() -> None:
+    store = LikeStore("n1-a.1", max_counters_per_item=2)
+    store.add_to_counter(POST, "a", 1)
+    store.add_to_counter(POST, "b", 1)
+    with pytest.raises(InvalidValue):
+        store.add_to_counter(POST, "c", 1)
+    assert store.add_to_counter(POST, "a", 1) == 2
+    assert store.counters(POST) == {"a": 2, "b": 1}
+
+
+def test_likers_and_liked_items_page_in_order() -> None:
+    store = LikeStore("n1-a.1")
+    for user in (30, 10, 20, 40):
+        store.like(POST, user)
+    assert store.likers(POST, after=None, limit=3) == ([10, 20, 30], True)
+    assert store.likers(POST, after=30, limit=3) == ([40], False)
+    assert store.likers(PHOTO, after=None, limit=3) == ([], False)
+    keys = [ItemKey("post", 2), ItemKey("photo", 9), ItemKey("post", 1), ItemKey("a", 2**64 - 1)]
+    for key in keys:
+        store.like(key, 7)
+    first, more = store.liked_items(7, after=None, limit=2)
+    assert first == [ItemKey("a", 2**64 - 1), ItemKey("photo", 9)] and more
+    assert store.liked_items(7, after=first[-1], limit=5) == ([ItemKey("post", 1), ItemKey("post", 2)], False)
+
+
+def test_deltas_of_one_item_are_joined_into_one_payload() -> None:
+    store = LikeStore("n1-a.1")
+    for user in range(5):
+        store.like(POST, user)
+    store.unlike(POST, 3)
+    store.add_to_counter(POST, "views", 2)
+    store.like(PHOTO, 1)
+    drained = dict(store.drain_deltas())
+    assert set(drained) == {POST.to_bytes(), PHOTO.to_bytes()}
+    delta = decode_item(drained[POST.to_bytes()], max_bytes=1 << 20)
+    assert delta.likers.value() == {0, 1, 2, 4} and delta.counter_values() == {"views": 2}
+    assert store.drain_deltas() == []
+
+
+def test_merged_deltas_converge_and_keep_the_reverse_index_right() -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    a.like(POST, 1)
+    a.like(PHOTO, 1)
+    b.like(POST, 2)
+    sync(a, b)
+    sync(b, a)
+    assert b.liked_items(1, after=None, limit=10)[0] == [PHOTO, POST]
+    assert a.liked_items(2, after=None, limit=10)[0] == [POST]
+    b.unlike(POST, 1)
+    sync(b, a)
+    assert a.liked_items(1, after=None, limit=10)[0] == [PHOTO]
+    assert a.count(POST) == b.count(POST) == 1
+    assert a.fingerprint() == b.fingerprint()
+
+
+def test_the_same_user_liking_on_two_nodes_counts_once() -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    a.like(POST, 9)
+    b.like(POST, 9)
+    sync(a, b)
+    sync(b, a)
+    assert a.count(POST) == b.count(POST) == 1
+
+
+def test_concurrent_like_and_unlike_the_like_wins() -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    a.like(POST, 9)
+    sync(a, b)
+    b.unlike(POST, 9)
+    a.unlike(POST, 9)
+    a.like(POST, 9)  # a fresh like b has not seen
+    sync(a, b)
+    sync(b, a)
+    assert a.liked(POST, 9) and b.liked(POST, 9)
+    assert a.liked_items(9, after=None, limit=5)[0] == b.liked_items(9, after=None, limit=5)[0] == [POST]
+
+
+def test_full_states_repair_what_deltas_missed() -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    for user in range(10):
+        a.like(POST, user)
+    a.unlike(POST, 4)
+    a.add_to_counter(POST, "views", 3)
+    a.drain_deltas()  # lost in transit
+    state = a.state(POST.to_bytes())
+    assert state is not None and b.state(POST.to_bytes()) is None
+    b.merge(POST.to_bytes(), state)
+    b.merge(POST.to_bytes(), state)  # a duplicate is harmless
+    assert b.digest(POST.to_bytes()) == a.digest(POST.to_bytes())
+    assert b.likers(POST, after=None, limit=100)[0] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert b.counters(POST) == {"views": 3}
+    assert b.liked_items(4, after=None, limit=5)[0] == []
+
+
+def test_digest_is_cached_until_the_item_changes() -> None:
+    store = LikeStore("n1-a.1")
+    store.like(POST, 1)
+    key = POST.to_bytes()
+    first = store.digest(key)
+    assert store.digest(key) is first
+    store.like(POST, 2)
+    assert store.digest(key) != first
+    assert store.digest(ItemKey("post", 404).to_bytes()) == b""
+
+
+def test_drain_changed_returns_everything_first_then_only_changes() -> None:
+    store = LikeStore("n1-a.1")
+    store.like(POST, 1)
+    store.like(PHOTO, 1)
+    assert set(store.drain_changed()) == {POST.to_bytes(), PHOTO.to_bytes()}
+    assert set(store.drain_changed()) == set()
+    other = LikeStore("n2-b.1")
+    other.like(POST, 2)
+    sync(other, store)
+    assert set(store.drain_changed()) == {POST.to_bytes()}
+
+
+@pytest.mark.parametrize(
+    ("key", "payload"),
+    [
+        (b"\x04post" + bytes(8), b""),
+        (b"\x04post" + bytes(8), b"\x01\xc1"),
+        (b"\x04post" + bytes(8), b"\x02\x92\xc4\x00\x90"),
+        (b"\x04post" + bytes(8), b"\x01\x92\xc4\x03abc\x90"),
+        (b"\x04Post" + bytes(8), None),
+        (b"\x04post" + bytes(7), None),
+        (b"", None),
+    ],
+)
+def test_an_invalid_payload_or_key_raises_payload_error_and_changes_nothing(
+    key: bytes, payload: bytes | None
+) -> None:
+    store = LikeStore("n1-a.1")
+    store.like(POST, 1)
+    before = store.state(POST.to_bytes())
+    good = LikeStore("x-y.1")
+    good.like(POST, 2)
+    with pytest.raises(PayloadError):
+        store.merge(key, payload if payload is not None else good.state(POST.to_bytes()) or b"")
+    assert store.state(POST.to_bytes()) == before and len(store) == 1
+
+
+def test_a_payload_holding_a_counter_where_likers_belong_is_rejected() -> None:
+    store, other = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    other.add_to_counter(POST, "views", 1)
+    payload = other.state(POST.to_bytes())
+    assert payload is not None
+    likers, counters, unliked = msgpack.unpackb(payload[1:])
+    swapped = b"\x01" + msgpack.packb([counters[0][1], [["views", likers]], unliked])
+    with pytest.raises(PayloadError):
+        store.merge(POST.to_bytes(), swapped)
+    assert len(store) == 0
+
+
+def test_an_unlike_delta_is_indexed_without_comparing_the_whole_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    for user in range(1000):
+        a.like(POST, user)
+    sync(a, b)
+    a.unlike(POST, 10)
+    a.unlike(POST, 11)
+    a.like(POST, 5000)
+
+    def no_snapshots(self: ORSet) -> frozenset[int]:
+        raise AssertionError("the merge copied the liker set")
+
+    monkeypatch.setattr(ORSet, "value", no_snapshots)
+    sync(a, b)
+    assert b.count(POST) == 999
+    assert b.liked_items(10, after=None, limit=5)[0] == [] and b.liked_items(5000, after=None, limit=5)[
+        0
+    ] == [POST]
+
+
+def test_a_delta_that_names_too_few_unliked_users_is_caught_and_reindexed() -> None:
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    for user in (1, 2, 3):
+        a.like(POST, user)
+    sync(a, b)
+    a.unlike(POST, 1)
+    a.unlike(POST, 2)
+    [(key, payload)] = a.drain_deltas()
+    delta = decode_item(payload, max_bytes=1 << 20)
+    assert delta.unliked == {1, 2}
+    delta.unliked = {1}
+    b.merge(key, encode_item(delta))
+    assert b.liked_items(2, after=None, limit=5)[0] == [] and b.liked_items(3, after=None, limit=5)[0] == [
+        POST
+    ]
+
+
+def test_past_the_cap_a_delta_names_no_unliked_users_and_still_indexes_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("node.store.MAX_UNLIKED_HINTS", 2)
+    a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
+    for user in range(6):
+        a.like(POST, user)
+    sync(a, b)
+    for user in range(4):
+        a.unlike(POST, user)
+    [(key, payload)] = a.drain_deltas()
+    assert decode_item(payload, max_bytes=1 << 20).unliked == set()
+    b.merge(key, payload)
+    assert [b.liked_items(u, after=None, limit=5)[0] for u in range(6)] == [[]] * 4 + [[POST]] * 2
+    a.unlike(POST, 4)  # a fresh pending delta names its users again
+    assert decode_item(a.drain_deltas()[0][1], max_bytes=1 << 20).unliked == {4}
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["like", "unlike", "sync", "repair"]),
+        st.integers(0, 3),
+        st.integers(0, 4),
+        st.sampled_from(["a", "b", "c"]),
+    ),
+    max_size=60,
+)
+
+
+@given(operations)
+def test_the_reverse_index_always_agrees_with_the_liker_sets(
+    ops: list[tuple[str, str, int, int, str]],
+) -> None:
+    stores = {name: LikeStore(f"{name}-0000000000000000.1") for name in "abc"}
+    keys = [ItemKey("post", i) for i in range(4)]
+    outbox: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in stores}
+    for name, op, item, user, peer in ops:
+        store = stores[name]
+        if op == "like":
+            store.like(keys[item], user)
+        elif op == "unlike":
+            store.unlike(keys[item], user)
+        elif op == "repair":  # anti-entropy ships one full state
+            state = store.state(keys[item].to_bytes())
+            if state is not None:
+                stores[peer].merge(keys[item].to_bytes(), state)
+        else:
+            outbox[name].extend(store.drain_deltas())
+            for raw, payload in outbox[name][item % 2 :]:  # sometimes skip one: lost in transit
+                stores[peer].merge(raw, payload)
+        for checked in stores.values():
+            assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
+    for source in stores.values():  # anti-entropy: full states everywhere
+        for key in keys:
+            state = source.state(key.to_bytes())
+            if state is not None:
+                for target in stores.values():
+                    target.merge(key.to_bytes(), state)
+    prints = {store.fingerprint() for store in stores.values()}
+    assert len(prints) == 1
+    for checked in stores.values():
+        assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
