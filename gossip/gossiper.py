@@ -29,12 +29,15 @@ from gossip.messages import (
     Origin,
     Ping,
     PingReq,
+    Replicate,
+    Replicated,
     States,
     Tree,
     parse,
     to_body,
 )
 from gossip.replica import Replica
+from gossip.replication import Replicator
 from gossip.security import Keyring
 from gossip.tcp import TcpTransport
 from gossip.transport import Address, Transport
@@ -52,6 +55,8 @@ _CONCERN = {
     MessageType.TREE: "anti_entropy",
     MessageType.KEYS: "anti_entropy",
     MessageType.STATES: "anti_entropy",
+    MessageType.REPLICATE: "deltas",
+    MessageType.REPLICATED: "deltas",
 }
 
 #: Counters always present in ``stats()``, zero until something happens.
@@ -78,6 +83,9 @@ STAT_NAMES = (
     "members_declared_dead",
     "members_revived",
     "refutations",
+    "replicate_merged",
+    "replicate_short",
+    "replicate_timeouts",
     *(f"bytes_sent_{concern}" for concern in sorted(set(_CONCERN.values()))),
 )
 
@@ -105,6 +113,9 @@ class Gossiper:
             config, replica, self._membership.live_peers, self._multicast, self._counters, rng
         )
         self._anti_entropy = AntiEntropy(config, replica, self._origin, self._send, self._counters, rng)
+        self._replicator = Replicator(
+            replica, self._origin, self._membership.live_peers, self._send, self._counters
+        )
         self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -180,6 +191,11 @@ class Gossiper:
     def flush_deltas(self) -> int:
         """Push pending deltas now instead of at the next tick; how many (key, delta) items went."""
         return self._deltas.flush()
+
+    async def replicate(self, items: Sequence[tuple[bytes, bytes]], copies: int, timeout: float) -> int:
+        """Push ``items`` to every live peer now and wait (at most ``timeout`` seconds) until ``copies``
+        of them confirm they merged it; how many did. The write levels above 1 rest on this."""
+        return await self._replicator.replicate(items, copies, timeout)
 
     def anti_entropy_round(self) -> bool:
         """Start an anti-entropy round with a random live peer now; False if none (or still indexing)."""
@@ -272,3 +288,7 @@ class Gossiper:
                 self._anti_entropy.handle_keys(message)
             case States():
                 self._anti_entropy.handle_states(message)
+            case Replicate():
+                self._replicator.handle_replicate(message)
+            case Replicated():
+                self._replicator.handle_replicated(message)

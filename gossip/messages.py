@@ -108,7 +108,26 @@ class States:
     want: tuple[bytes, ...]
 
 
-Message = Ping | PingReq | Ack | Members | Deltas | Tree | Keys | States
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    """Deltas to merge and then confirm with ``Replicated(seq)`` to ``origin``."""
+
+    kind: ClassVar[MessageType] = MessageType.REPLICATE
+    origin: Origin
+    seq: int
+    items: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    """``sender`` has merged the deltas of the ``Replicate`` numbered ``seq``."""
+
+    kind: ClassVar[MessageType] = MessageType.REPLICATED
+    sender: str
+    seq: int
+
+
+Message = Ping | PingReq | Ack | Members | Deltas | Tree | Keys | States | Replicate | Replicated
 
 
 def to_body(message: Message) -> list[Any]:
@@ -130,6 +149,10 @@ def to_body(message: Message) -> list[Any]:
             return [*_origin(origin), [[leaf, [list(e) for e in entries]] for leaf, entries in leaves]]
         case States(origin, states, want):
             return [*_origin(origin), [list(state) for state in states], list(want)]
+        case Replicate(origin, seq, items):
+            return [*_origin(origin), seq, [list(item) for item in items]]
+        case Replicated(sender, seq):
+            return [sender, seq]
     raise TypeError(f"not a message: {message!r}")  # pragma: no cover - exhaustive above
 
 
@@ -187,6 +210,16 @@ def _parse_states(body: Any) -> States:
     return States(_parse_origin(name, host, port), _pairs(states), tuple(map(_bytes, _array(want))))
 
 
+def _parse_replicate(body: Any) -> Replicate:
+    name, host, port, seq, items = _array(body, 5)
+    return Replicate(_parse_origin(name, host, port), _int(seq, MAX_SEQ), _pairs(items))
+
+
+def _parse_replicated(body: Any) -> Replicated:
+    sender, seq = _array(body, 2)
+    return Replicated(_name(sender), _int(seq, MAX_SEQ))
+
+
 _PARSERS: dict[MessageType, Callable[[Any], Message]] = {
     MessageType.PING: _parse_ping,
     MessageType.PING_REQ: _parse_ping_req,
@@ -196,6 +229,8 @@ _PARSERS: dict[MessageType, Callable[[Any], Message]] = {
     MessageType.TREE: _parse_tree,
     MessageType.KEYS: _parse_keys,
     MessageType.STATES: _parse_states,
+    MessageType.REPLICATE: _parse_replicate,
+    MessageType.REPLICATED: _parse_replicated,
 }
 
 

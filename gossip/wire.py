@@ -57,6 +57,8 @@ class MessageType(IntEnum):
     TREE = 6  # anti-entropy: Merkle node hashes at one level
     KEYS = 7  # anti-entropy: (key, item hash) lists of differing leaves
     STATES = 8  # anti-entropy: full states, and the keys wanted back
+    REPLICATE = 9  # deltas whose receipt the sender waits for (write levels above 1)
+    REPLICATED = 10  # the receipt of a REPLICATE
 
 
 def payload_length(prefix: bytes, max_frame_bytes: int) -> int:

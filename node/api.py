@@ -10,7 +10,7 @@ the framework's own 404/405/413 into that shape too, and turns any unexpected ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from gossip import MemberInfo
 from node import inputs
 from node.config import ApiSettings
+from node.durability import Durability
 from node.errors import (
     MalformedRequest,
     MethodNotAllowed,
@@ -66,6 +67,7 @@ SETTINGS = web.AppKey("api_settings", ApiSettings)
 NODE = web.AppKey("node", NodeDescription)
 CLUSTER = web.AppKey("cluster", ClusterView)
 METRICS = web.AppKey("metrics", NodeMetrics)
+DURABILITY = web.AppKey("durability", Durability)
 
 routes = web.RouteTableDef()
 
@@ -73,20 +75,32 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    store: LikeStore, settings: ApiSettings, node: NodeDescription, cluster: ClusterView
+    durability: Durability, settings: ApiSettings, node: NodeDescription, cluster: ClusterView
 ) -> web.Application:
-    """The API application over ``store``; the caller adds start-up and clean-up (gossip)."""
+    """The API over ``durability``'s store, its log running with the app; the caller adds gossip."""
+    store = durability.store
     metrics = NodeMetrics()
     metrics.watch_items(lambda: len(store))
     metrics.watch_gossip(cluster.stats)
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[STORE] = store
+    app[DURABILITY] = durability
     app[SETTINGS] = settings
     app[NODE] = node
     app[CLUSTER] = cluster
     app[METRICS] = metrics
     app.add_routes(routes)
+    app.cleanup_ctx.append(_durability)
     return app
+
+
+async def _durability(app: web.Application) -> AsyncIterator[None]:
+    """The log commits while the application runs and closes, with a final snapshot, at the end
+    (after whatever the caller appended to ``cleanup_ctx``, gossip, has stopped)."""
+    durability = app[DURABILITY]
+    durability.start()
+    yield
+    await durability.close()
 
 
 # -- responses and errors --------------------------------------------------------------------------
@@ -171,7 +185,9 @@ def _like_reply(liked: bool, result: LikeResult) -> dict[str, Any]:
 async def like(request: web.Request) -> web.Response:
     """Like: idempotent, ``changed`` tells whether this call made the difference."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
+    level = request.app[DURABILITY].level(request.query.get("w"))
     result = request.app[STORE].like(key, user)
+    await request.app[DURABILITY].commit(level, (key,))
     if result.changed:
         request.app[METRICS].writes.labels("like").inc()
     return reply(_like_reply(True, result))
@@ -181,7 +197,9 @@ async def like(request: web.Request) -> web.Response:
 async def unlike(request: web.Request) -> web.Response:
     """Unlike: idempotent."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
+    level = request.app[DURABILITY].level(request.query.get("w"))
     result = request.app[STORE].unlike(key, user)
+    await request.app[DURABILITY].commit(level, (key,))
     if result.changed:
         request.app[METRICS].writes.labels("unlike").inc()
     return reply(_like_reply(False, result))
@@ -240,7 +258,9 @@ async def add_to_counter(request: web.Request) -> web.Response:
     key, name = item_of(request), inputs.counter_name(request.match_info["name"])
     settings = request.app[SETTINGS]
     delta = inputs.counter_delta(await read_json(request), settings.max_counter_delta)
+    level = request.app[DURABILITY].level(request.query.get("w"))
     value = request.app[STORE].add_to_counter(key, name, delta)
+    await request.app[DURABILITY].commit(level, (key,))
     if delta:
         request.app[METRICS].writes.labels("counter").inc()
     return reply({"value": value})
@@ -258,6 +278,7 @@ async def counts(request: web.Request) -> web.Response:
 async def batch(request: web.Request) -> web.Response:
     """Many likes and unlikes: all validated first, then applied in order; one result per op."""
     ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
+    level = request.app[DURABILITY].level(request.query.get("w"))
     store, writes = request.app[STORE], request.app[METRICS].writes
     results = []
     for op in ops:
@@ -266,6 +287,7 @@ async def batch(request: web.Request) -> web.Response:
         results.append(_like_reply(liking, outcome))
         if outcome.changed:
             writes.labels(op.op).inc()
+    await request.app[DURABILITY].commit(level, [op.key for op in ops])  # one record, one fsync
     return reply({"results": results})
 
 

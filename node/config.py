@@ -8,6 +8,7 @@ typo that silently falls back to a default is the hardest misconfiguration to fi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import typing
@@ -29,6 +30,11 @@ MIN_SECRET_BYTES = 16
 def _bounded(default: Any, minimum: int | None = None, maximum: int | None = None) -> Any:
     """A dataclass field with a default and the inclusive range a number must lie in."""
     return field(default=default, metadata={"min": minimum, "max": maximum})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    """A string field with a default and the values it may take."""
+    return field(default=default, metadata={"choices": (default, *choices)})
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,13 @@ class StorageSettings:
     #: Root of the data directories, one subdirectory per node. A relative path is relative to the
     #: directory of the cluster file, so every node and ``likes up`` agree on it.
     data_dir: Path = Path("./data")
+    #: ``always``: a write is acknowledged only once its log record is fsynced (group commit shares
+    #: one fsync among all writes waiting). ``never``: acknowledged once the OS has the bytes; a
+    #: power loss can lose acknowledged likes. UNSAFE, for benchmarks only.
+    fsync: str = _choice("always", "never")
+    #: Write a snapshot (and drop the log it covers) once the log holds this many bytes. Lower means
+    #: faster restarts and more snapshot work; a snapshot rewrites every item.
+    snapshot_bytes: int = _bounded(64 * 1024 * 1024, 1024, 2**40)
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,40 @@ class ApiSettings:
     max_counters_per_item: int = _bounded(32, 1, 10_000)
     #: Largest magnitude of one counter ``delta``.
     max_counter_delta: int = _bounded(1_000_000_000, 1, 2**62)
+    #: How long a write at ``?w=majority`` or ``?w=all`` waits for peers' receipts before answering
+    #: 503 ``write_timeout`` (the write is durable locally and still spreads by gossip).
+    write_timeout_ms: int = _bounded(2_000, 1, 600_000)
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """Where merged state is checkpointed; each item is written by one owner node, only when dirty."""
+
+    #: The embedded checkpoint, ``<data_dir>/<node>/checkpoint.sqlite``: like_records and item states.
+    sqlite: bool = True
+    #: Redis read model (``like:count:{type}:{id}``, ``like:status:{type}:{id}``), e.g.
+    #: ``redis://127.0.0.1:6379/0``; the environment variable ``LIKES_REDIS_URL`` overrides it.
+    redis_url: str | None = None
+    #: Prefix of every Redis key written (to share one Redis between clusters or tests).
+    redis_prefix: str = ""
+    #: MySQL ``like_records`` and item states for disaster recovery, e.g.
+    #: ``mysql://root@127.0.0.1:3306/likes``; ``LIKES_MYSQL_URL`` overrides it.
+    mysql_url: str | None = None
+    #: How often dirty items are written. Lower: fresher sinks, smaller and more frequent batches.
+    interval_ms: int = _bounded(1_000, 10, 3_600_000)
+    #: Most items per batch written to one sink.
+    batch_items: int = _bounded(500, 1, 100_000)
+    #: Bound on every sink operation, connecting included; an outage is detected within it.
+    timeout_ms: int = _bounded(2_000, 10, 600_000)
+    #: Longest pause between retries while a sink is down (backoff doubles up to it).
+    max_backoff_ms: int = _bounded(10_000, 10, 3_600_000)
+
+    def with_environment(self, environ: Mapping[str, str] | None = None) -> CheckpointSettings:
+        """The settings with ``LIKES_REDIS_URL`` and ``LIKES_MYSQL_URL`` applied."""
+        env = os.environ if environ is None else environ
+        redis_url = env.get("LIKES_REDIS_URL") or self.redis_url
+        mysql_url = env.get("LIKES_MYSQL_URL") or self.mysql_url
+        return dataclasses.replace(self, redis_url=redis_url, mysql_url=mysql_url)
 
 
 @dataclass(frozen=True)
@@ -149,6 +196,7 @@ class ClusterConfig:
     #: Required: gossip refuses to run unauthenticated.
     security: SecuritySettings = SecuritySettings()
     api: ApiSettings = ApiSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name``."""
@@ -210,11 +258,17 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
     nodes = _parse_nodes(raw["nodes"])
     storage_raw = _mapping(raw.get("storage", {}), "storage")
     data_dir_raw = storage_raw.pop("data_dir", str(StorageSettings.data_dir))
-    _reject_unknown(storage_raw, set(), "storage.")
     if not isinstance(data_dir_raw, str) or not data_dir_raw:
         raise ConfigError("storage.data_dir: expected a non-empty path string")
     data_dir = Path(data_dir_raw).expanduser()
-    storage = StorageSettings(data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir)
+    data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
+    storage = _parse_section(StorageSettings, storage_raw, "storage", given={"data_dir": data_dir})
+    checkpoint = _parse_section(CheckpointSettings, raw.get("checkpoint", {}), "checkpoint")
+    for key in ("redis_url", "mysql_url"):
+        url = getattr(checkpoint, key)
+        scheme = key.split("_")[0]
+        if url is not None and not url.startswith(f"{scheme}://"):
+            raise ConfigError(f"checkpoint.{key}: expected a {scheme}:// URL")
     gossip = _parse_section(GossipSettings, raw.get("gossip", {}), "gossip")
     if gossip.probe_timeout_ms >= gossip.probe_interval_ms:
         raise ConfigError("gossip.probe_timeout_ms: must be shorter than gossip.probe_interval_ms")
@@ -230,7 +284,9 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
         raise ConfigError(f"security.secret: the secret must be at least {MIN_SECRET_BYTES} bytes")
     if security.secret_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", security.secret_env):
         raise ConfigError("security.secret_env: expected an environment variable name")
-    return ClusterConfig(nodes=nodes, storage=storage, gossip=gossip, security=security, api=api)
+    return ClusterConfig(
+        nodes=nodes, storage=storage, gossip=gossip, security=security, api=api, checkpoint=checkpoint
+    )
 
 
 def _parse_nodes(raw: object) -> tuple[NodeSpec, ...]:
@@ -274,15 +330,21 @@ def _reject_unknown(raw: Mapping[Any, Any], known: set[str], prefix: str) -> Non
             raise ConfigError(f"{prefix}{key}: unknown key (expected: {expected})")
 
 
-def _parse_section(cls: type[_Section], raw: object, where: str) -> _Section:
-    """Build the flat dataclass ``cls`` from ``raw``, checking keys, types and ranges."""
+def _parse_section(
+    cls: type[_Section], raw: object, where: str, given: Mapping[str, Any] | None = None
+) -> _Section:
+    """Build the flat dataclass ``cls`` from ``raw``, checking keys, types and ranges; the fields in
+    ``given`` were parsed by the caller."""
     data = _mapping(raw, where)
+    given = given or {}
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    _reject_unknown(data, known, f"{where}.")
-    values: dict[str, Any] = {}
+    _reject_unknown(data, known - set(given), f"{where}.")
+    values: dict[str, Any] = dict(given)
     for f in fields(cls):  # type: ignore[arg-type]
         key = f"{where}.{f.name}"
+        if f.name in given:
+            continue
         if f.name not in data:
             if f.default is MISSING:
                 raise ConfigError(f"{key}: missing")
@@ -295,9 +357,15 @@ def _parse_section(cls: type[_Section], raw: object, where: str) -> _Section:
             low, high = f.metadata.get("min"), f.metadata.get("max")
             if (low is not None and value < low) or (high is not None and value > high):
                 raise ConfigError(f"{key}: {value} is out of range [{low}, {high}]")
+        elif expected is bool:
+            if type(value) is not bool:
+                raise ConfigError(f"{key}: expected true or false, got {value!r}")
         elif expected in (str, str | None):
             if type(value) is not str:
                 raise ConfigError(f"{key}: expected a string, got {value!r}")
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
         else:  # pragma: no cover  # a field type this reader does not know: a programming error
             raise TypeError(f"{key}: unsupported field type {expected}")
         values[f.name] = value

@@ -6,11 +6,11 @@ Layout of ``<data_dir>/<name>/``:
 - ``actor``: the node's actor id, ``<name>-<16 random hex digits>``, created when absent. A node whose
   data directory is gone therefore starts under a new actor id: reusing an id after losing its state
   would let the new writes vanish under the max-merge of peers that saw the old ones.
-- ``incarnation``: how many times the node has started. Until the write-ahead log lands the store is
-  in memory only, so every start loses the state its actor had written; each start therefore writes
-  under ``<actor>.<incarnation>``, a fresh writer id, for the same reason a lost directory needs a new
-  actor id. Peers hold the old dots and anti-entropy brings them back. When the state becomes durable,
-  the writer id can be the actor id again.
+- ``incarnation``: how many times the node has started. Each start writes under
+  ``<actor>.<incarnation>``, a fresh writer id, even though the write-ahead log (``wal/``) restores
+  every acknowledged write: a delta can reach peers before its own log record is fsynced, and a crash
+  in between would otherwise let the next run hand the same dot to another like, which max-merge
+  would silently drop. The cost is one version-vector entry per restart.
 """
 
 from __future__ import annotations

@@ -73,8 +73,30 @@ class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 
 
+class WriteTimeout(RequestError):
+    """A write level above 1 was not met in time; the write is durable locally all the same."""
+
+    status = 503
+    code = "write_timeout"
+
+
+class NotDurable(RequestError):
+    """The write-ahead log cannot write (a failing disk): the node refuses to acknowledge writes."""
+
+    status = 503
+    code = "not_durable"
+
+
 class InvalidValue(RequestError):
     """A well-formed request carries a value out of its domain (bad id, type name, limit...)."""
 
     status = 422
     code = "invalid"
+
+
+class SinkUnavailable(NodeError):
+    """A checkpoint sink cannot be reached or used right now; the same batch may be retried later."""
+
+
+class SinkDataError(NodeError):
+    """A checkpoint sink holds data that does not read back whole (a stored state is cut or altered)."""

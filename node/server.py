@@ -1,8 +1,10 @@
-"""One node process: the store, the HTTP API and gossip over TCP, wired together and run.
+"""One node process: the store, its log, the HTTP API and gossip over TCP, wired together and run.
 
-Gossip starts in the application's ``cleanup_ctx``, so it is up before the HTTP site accepts its
-first request and stopped (last deltas flushed, peers told) after the site has closed. The event loop
-is uvloop's when it is installed.
+Start-up order: lock the data directory, claim an identity, replay the snapshot and log into the
+store, and only then serve. The log's committer and gossip start in the application's
+``cleanup_ctx``, so both are up before the HTTP site accepts its first request; at shutdown gossip
+stops first (last deltas flushed, peers told) and the log last (a final snapshot). The event loop is
+uvloop's when it is installed.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from gossip import GossipConfig, Gossiper, Peer
 from node.api import NodeDescription, create_app
 from node.config import ClusterConfig, NodeSpec, load_config
 from node.datadir import NodeDataDir, NodeIdentity
+from node.durability import Durability
 from node.errors import ConfigError, StartupError
 from node.store import LikeStore
+from node.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 GOSSIPER = web.AppKey("gossiper", Gossiper)
 #: The pid whose death should end this node (``likes up`` passes its own), or None.
 PARENT_PID = web.AppKey("parent_pid", int)
+#: Tests only: set to "1" to record the last fsynced log offset after every fsync, so a test can
+#: simulate power loss by cutting the log there (see ``node.wal``).
+DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 #: How often a child of ``likes up`` checks that its parent is still there, in seconds.
 PARENT_CHECK_INTERVAL = 1.0
 
@@ -59,17 +66,49 @@ def gossip_config(config: ClusterConfig, spec: NodeSpec, secret: bytes) -> Gossi
         raise ConfigError(f"gossip: {exc}") from exc
 
 
-def build_node_app(
-    config: ClusterConfig, name: str, identity: NodeIdentity, secret: bytes, *, parent_pid: int | None = None
-) -> web.Application:
-    """The application of node ``name``, with gossip attached to its lifecycle."""
-    spec = config.node(name)
+def open_store(config: ClusterConfig, identity: NodeIdentity, wal: WriteAheadLog) -> LikeStore:
+    """A store holding everything the node's snapshot and log hold (cutting a damaged log tail)."""
     store = LikeStore(
         identity.writer,
         max_counters_per_item=config.api.max_counters_per_item,
         max_payload_bytes=config.gossip.max_frame_bytes,
     )
+    recovery = wal.open()
+    for damage in recovery.damage:
+        log.warning("write-ahead log damaged, cut at the last good record: %s", damage)
+    unreadable = store.restore(recovery.snapshot) + store.restore(recovery.deltas)
+    if unreadable:
+        log.warning("%d unreadable entries skipped in restoring; anti-entropy repairs them", unreadable)
+    log.info(
+        "restored %d items from a snapshot of %d states and %d log records",
+        len(store),
+        len(recovery.snapshot),
+        recovery.records,
+    )
+    return store
+
+
+def build_node_app(
+    config: ClusterConfig,
+    name: str,
+    store: LikeStore,
+    wal: WriteAheadLog,
+    identity: NodeIdentity,
+    secret: bytes,
+    *,
+    parent_pid: int | None = None,
+) -> web.Application:
+    """The application of node ``name``, with its log and gossip attached to its lifecycle."""
+    spec = config.node(name)
     gossiper = Gossiper(gossip_config(config, spec, secret), store)
+    durability = Durability(
+        store,
+        wal,
+        gossiper.replicate,
+        cluster_size=len(config.nodes),
+        write_timeout=config.api.write_timeout_ms / 1000,
+        snapshot_bytes=config.storage.snapshot_bytes,
+    )
     description = NodeDescription(
         name=spec.name,
         actor=identity.actor,
@@ -78,7 +117,7 @@ def build_node_app(
         gossip_address=f"{spec.host}:{spec.gossip_port}",
         pid=os.getpid(),
     )
-    app = create_app(store, config.api, description, gossiper)
+    app = create_app(durability, config.api, description, gossiper)
     app[GOSSIPER] = gossiper
     app.cleanup_ctx.append(_gossip)
     if parent_pid is not None:
@@ -122,7 +161,13 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         identity = data_dir.claim_identity()
         log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
-        app = build_node_app(config, name, identity, secret, parent_pid=parent_pid)
+        wal = WriteAheadLog(
+            data_dir.path / "wal",
+            fsync="never" if config.storage.fsync == "never" else "always",
+            mark_durable=os.environ.get(DURABLE_MARK_ENV) == "1",
+        )
+        store = open_store(config, identity, wal)
+        app = build_node_app(config, name, store, wal, identity, secret, parent_pid=parent_pid)
         try:
             web.run_app(
                 app,

@@ -63,6 +63,8 @@ class LikeStore:
         #: Pending deltas that unliked more than ``MAX_UNLIKED_HINTS`` users and so name none.
         self._unnamed: set[bytes] = set()
         self._changed: set[bytes] = set()
+        #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
+        self._journal: list[tuple[bytes, bytes]] = []
         self._drained_once = False
         #: user -> keys of the items the user likes.
         self._liked_by: dict[int, set[bytes]] = {}
@@ -79,6 +81,10 @@ class LikeStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def keys(self) -> list[bytes]:
+        """The key of every item held."""
+        return list(self._items)
 
     # -- local writes ------------------------------------------------------------------------------
 
@@ -165,6 +171,25 @@ class LikeStore:
             self.digest(raw)
         return self._fingerprint.to_bytes(DIGEST_BYTES, "big").hex()
 
+    def drain_journal(self) -> list[tuple[bytes, bytes]]:
+        """The (key, delta payload) of every local write since the last call, for the log.
+
+        A request drains right after its writes, with no await in between, so what it gets is
+        exactly its own writes.
+        """
+        journal, self._journal = self._journal, []
+        return journal
+
+    def restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
+        """Join states and deltas read back from disk; how many were unreadable (and skipped)."""
+        damaged = 0
+        for key, payload in pairs:
+            try:
+                self.merge(key, payload)
+            except PayloadError:
+                damaged += 1
+        return damaged
+
     # -- the gossip Replica --------------------------------------------------------------------------
 
     def drain_deltas(self) -> list[tuple[bytes, bytes]]:
@@ -229,7 +254,8 @@ class LikeStore:
         return item
 
     def _record(self, raw: bytes, delta: Item) -> None:
-        """Queue a local delta for gossip and note the change."""
+        """Journal a local delta, queue it for gossip and note the change."""
+        self._journal.append((raw, encode_item(delta)))  # before ``delta`` is joined into by later writes
         pending = self._pending.get(raw)
         if pending is None:
             pending = self._pending[raw] = delta

@@ -20,6 +20,8 @@ from gossip.messages import (
     Origin,
     Ping,
     PingReq,
+    Replicate,
+    Replicated,
     States,
     Tree,
     parse,
@@ -51,6 +53,8 @@ EVERY_MESSAGE: list[Message] = [
     Tree(ORIGIN, 2, ((17, bytes(16)), (255, b"\xff" * 16))),
     Keys(ORIGIN, ((65535, ((b"k", b"h" * 16),)), (0, ()))),
     States(ORIGIN, ((b"k", b"state"),), (b"wanted",)),
+    Replicate(ORIGIN, 7, ((b"k", b"delta"),)),
+    Replicated("n2", 2**64 - 1),
 ]
 
 

@@ -1,11 +1,12 @@
-"""Fixtures for the node tests: a single-node API app with no gossip behind it."""
+"""Fixtures for the node tests: a single-node API app, with a real log and no gossip behind it."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -14,7 +15,9 @@ from aiohttp.test_utils import TestClient
 from gossip.member import MemberInfo, MemberState
 from node.api import METRICS, NodeDescription, create_app
 from node.config import ApiSettings
+from node.durability import Durability
 from node.store import LikeStore
+from node.wal import WriteAheadLog
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
@@ -40,9 +43,12 @@ class SoloCluster:
     def stats(self) -> Mapping[str, object]:
         return {"frames_sent": 0}
 
+    async def replicate(self, items: Sequence[tuple[bytes, bytes]], copies: int, timeout: float) -> int:
+        return 0  # no peers: a cluster of one meets every write level by itself
 
-def make_app(settings: ApiSettings = TEST_LIMITS) -> web.Application:
-    """A node app over a fresh store."""
+
+def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Application:
+    """A node app over a fresh store whose log lives in ``data_dir``."""
     node = NodeDescription(
         name="n1",
         actor="n1-0123456789abcdef",
@@ -52,13 +58,24 @@ def make_app(settings: ApiSettings = TEST_LIMITS) -> web.Application:
         pid=os.getpid(),
     )
     store = LikeStore(node.writer, max_counters_per_item=settings.max_counters_per_item)
-    return create_app(store, settings, node, SoloCluster())
+    wal = WriteAheadLog(data_dir / "wal")
+    wal.open()
+    cluster = SoloCluster()
+    durability = Durability(
+        store,
+        wal,
+        cluster.replicate,
+        cluster_size=1,
+        write_timeout=settings.write_timeout_ms / 1000,
+        snapshot_bytes=64 * 1024 * 1024,
+    )
+    return create_app(durability, settings, node, cluster)
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory) -> AsyncIterator[Client]:
+async def client(aiohttp_client: ClientFactory, tmp_path: Path) -> AsyncIterator[Client]:
     """A test client of a fresh node; the test fails if any request was answered 500."""
-    app = make_app()
+    app = make_app(tmp_path)
     yield await aiohttp_client(app)
     assert app[METRICS].internal_error_count() == 0, "a request was answered 500"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -340,9 +341,9 @@ async def test_no_random_request_gets_a_500(client: Client) -> None:
 
 
 async def test_an_unexpected_failure_is_a_counted_json_500(
-    aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    app = make_app()
+    app = make_app(tmp_path)
 
     def broken(self: LikeStore, key: object) -> int:
         raise RuntimeError("a bug")

@@ -1,0 +1,167 @@
+"""When a write may be acknowledged: durable in the local log, and replicated as its level asks.
+
+Write levels (``?w=``): ``1`` (default) acknowledges once the write's log record is fsynced here;
+``majority`` and ``all`` also wait until enough peers confirm they merged it (counting this node, a
+majority of the nodes in the cluster file, or all of them). The fsync and the peers' receipts are
+awaited together. A level not met within ``api.write_timeout_ms`` is a 503 ``write_timeout`` that
+says the write is durable here and may still reach the others: a timeout, never a loss.
+
+A write that changed nothing (a retried like, say) has no delta of its own, so at ``majority`` or
+``all`` the item's full state goes to the peers instead: the retry then confirms what the first try
+could not. Such retries are rare; the state of a huge item makes a large message.
+
+Snapshots run in the background once the log outgrows ``storage.snapshot_bytes``, and once more at
+a clean shutdown so the next start has little to replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
+from node.item import ItemKey
+from node.store import LikeStore
+from node.wal import Pair, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+#: Replicates pairs to peers: (pairs, copies, timeout seconds) -> how many peers confirmed.
+Replicate = Callable[[Sequence[Pair], int, float], Awaitable[int]]
+#: Items encoded per event-loop step while a snapshot is taken, so requests keep being served.
+SNAPSHOT_SLICE = 2_000
+#: How often the log size is compared with the snapshot threshold, in seconds.
+SNAPSHOT_CHECK_INTERVAL = 1.0
+WRITE_LEVELS = ("1", "majority", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLevel:
+    """How many peers must confirm a write before it is acknowledged."""
+
+    name: str
+    peers: int
+
+
+def write_level(text: str | None, cluster_size: int) -> WriteLevel:
+    """The ``w`` query parameter: ``1`` (default), ``majority`` or ``all`` of ``cluster_size`` nodes."""
+    if text is None or text == "1":
+        return WriteLevel("1", 0)
+    if text == "majority":
+        return WriteLevel(text, cluster_size // 2)
+    if text == "all":
+        return WriteLevel(text, cluster_size - 1)
+    raise InvalidValue(f"w: {text[:20]!r} is not one of {', '.join(WRITE_LEVELS)}")
+
+
+class Durability:
+    """The store's log, snapshots and write levels."""
+
+    def __init__(
+        self,
+        store: LikeStore,
+        wal: WriteAheadLog,
+        replicate: Replicate,
+        *,
+        cluster_size: int,
+        write_timeout: float,
+        snapshot_bytes: int,
+    ) -> None:
+        self.store = store
+        self.wal = wal
+        self._replicate = replicate
+        self._cluster_size = cluster_size
+        self._write_timeout = write_timeout
+        self._snapshot_bytes = snapshot_bytes
+        self._snapshotting = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.snapshots = 0
+
+    def level(self, text: str | None) -> WriteLevel:
+        """The write level a request asks for (422 if it names none)."""
+        return write_level(text, self._cluster_size)
+
+    async def commit(self, level: WriteLevel, touched: Sequence[ItemKey] = ()) -> None:
+        """Make the writes just applied to the store durable, then replicated as ``level`` asks.
+
+        ``touched`` names the items the request wrote (only needed above level 1). Call it right
+        after the writes, with no await in between.
+        """
+        pairs = self.store.drain_journal()
+        try:
+            await self._commit(level, touched, pairs)
+        except DataDirError as exc:
+            raise NotDurable(f"the write was not made durable: {exc}") from exc
+
+    async def _commit(self, level: WriteLevel, touched: Sequence[ItemKey], pairs: list[Pair]) -> None:
+        durable = self.wal.append(pairs) if pairs else None
+        if level.peers == 0:
+            if durable is not None:
+                await durable
+            return
+        shipped = {key for key, _ in pairs}
+        unchanged = [raw for raw in dict.fromkeys(k.to_bytes() for k in touched) if raw not in shipped]
+        items = list(pairs)
+        for raw in unchanged:
+            state = self.store.state(raw)
+            if state is not None:
+                items.append((raw, state))
+        replicated = self._replicate(items, level.peers, self._write_timeout) if items else _zero()
+        confirmed = await replicated if durable is None else (await asyncio.gather(durable, replicated))[1]
+        if items and confirmed < level.peers:
+            raise WriteTimeout(
+                f"w={level.name}: {confirmed} of the {level.peers} peer(s) needed confirmed within "
+                f"{self._write_timeout * 1000:.0f} ms; the write is durable on this node and may still "
+                "reach the others"
+            )
+
+    # -- snapshots --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the log's committer and the snapshot loop (inside the event loop)."""
+        self.wal.start()
+        self._task = asyncio.create_task(self._snapshot_when_due(), name="snapshots")
+
+    async def close(self, *, snapshot: bool = True) -> None:
+        """Stop the snapshot loop, take a last snapshot (for a fast restart), close the log."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.wal.flush()
+        if snapshot:
+            try:
+                await self.snapshot()
+            except Exception:  # the log still holds everything: the next start only replays more
+                log.exception("final snapshot failed")
+        await self.wal.close()
+
+    async def snapshot(self) -> int:
+        """Write every item's state and drop the log segments it covers; the bytes written."""
+        async with self._snapshotting:
+            covered = await self.wal.rotate()
+            chunks: list[list[Pair]] = []  # captured now: later writes are in the new segment
+            keys = list(self.store.keys())
+            for start in range(0, len(keys), SNAPSHOT_SLICE):
+                chunk = [(raw, self.store.state(raw)) for raw in keys[start : start + SNAPSHOT_SLICE]]
+                chunks.append([(raw, state) for raw, state in chunk if state is not None])
+                await asyncio.sleep(0)
+            written = await asyncio.to_thread(self.wal.install_snapshot, covered, iter(chunks))
+            self.snapshots += 1
+            log.info("snapshot of %d items written (%d bytes)", len(keys), written)
+            return written
+
+    async def _snapshot_when_due(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_CHECK_INTERVAL)
+            try:
+                if await asyncio.to_thread(self.wal.segment_bytes) >= self._snapshot_bytes:
+                    await self.snapshot()
+            except Exception:  # a full disk, say: keep logging; retry at the next check
+                log.exception("snapshot failed")
+
+
+async def _zero() -> int:
+    return 0
