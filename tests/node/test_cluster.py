@@ -210,6 +210,34 @@ def test_counters_add_up_across_nodes(cluster: Cluster) -> None:
     cluster.everywhere("/v1/items/video/9", {"type": "video", "id": 9, "count": 0, "counters": {"views": 6}})
 
 
+def test_bad_input_gets_a_4xx_json_error_and_changes_nothing(cluster: Cluster) -> None:
+    cluster.eventually(lambda: len(cluster.fingerprints()) == 1, "earlier writes have converged")
+    before = cluster.call("n1", "GET", "/v1/cluster")["fingerprint"]
+    cases = [
+        ("PUT", "/v1/items/post/1/likes/-1", None, 422),
+        ("PUT", f"/v1/items/post/1/likes/{2**64}", None, 422),
+        ("PUT", f"/v1/items/post/{2**64}/likes/1", None, 422),
+        ("PUT", "/v1/items/Post!/1/likes/1", None, 422),
+        ("POST", "/v1/batch", b"{not json", 400),
+        ("POST", "/v1/batch", {"ops": [{"op": "like", "type": "post", "id": -5, "user": 1}]}, 422),
+        ("POST", "/v1/batch", b"x" * (2 * 1024 * 1024), 413),
+        ("PUT", "/v1/items/post/1/likes/1?w=most", None, 422),
+    ]
+    for method, path, body, status in cases:
+        data = body if isinstance(body, bytes | None) else orjson.dumps(body)
+        request = urllib.request.Request(cluster.urls["n2"] + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with DIRECT.open(request, timeout=5) as response:
+                code, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            code, raw = exc.code, exc.read()
+        assert code == status, (method, path, code, raw[:200])
+        assert set(orjson.loads(raw)) == {"error"}
+    time.sleep(0.2)  # anything a bad request had changed would have spread by now
+    assert cluster.call("n1", "GET", "/v1/cluster")["fingerprint"] == before
+
+
 def test_status_reports_members_and_agreement(cluster: Cluster) -> None:
     cluster.eventually(lambda: len(cluster.fingerprints()) == 1, "every node holds the same state")
     result = subprocess.run(
