@@ -280,6 +280,17 @@ class ORSet:
         are ``element, n, (actor, counter) * n`` runs. Actors are positions in ``actors``.
         """
         cc = self._cc
+        if len(self._entries) == 1 and len(cc.cloud) == 1 and not cc.vv:
+            # The delta of one like: the general path below gives exactly this, six sorts later.
+            ((element, dots),) = self._entries.items()
+            (dot,) = cc.cloud
+            if dots == dot:
+                counter = dot >> ACTOR_BITS
+                return [[actor_name(dot & ACTOR_MASK)], [], [0, counter], [element, 0, counter], []]
+        return self._to_wire_general()
+
+    def _to_wire_general(self) -> list[Any]:
+        cc = self._cc
         used = set(cc.vv) | {d & ACTOR_MASK for d in cc.cloud}
         names = sorted(actor_name(a) for a in used)
         local = {actor_index(name): position for position, name in enumerate(names)}

@@ -13,16 +13,25 @@ differing keys times the depth, not with the number of keys: an in-sync round is
 frame, and one differing key among millions costs about a kilobyte. Item hashes stand in for the
 replica's digests on the wire (16 bytes whatever the digest size; equal iff the digests are).
 
-The index is kept current from ``replica.drain_changed()``; each differing level is capped at
-``anti_entropy_max_leaves`` nodes, chosen at random, so a member far behind catches up over several
-bounded rounds instead of one giant one.
+The index is kept current from ``replica.drain_changed()`` every delta interval; each differing
+level is capped at ``anti_entropy_max_leaves`` nodes, chosen at random, so a member far behind
+catches up over several bounded rounds instead of one giant one.
+
+Settling: under load, most differences a round finds are deltas still in flight, and repairing
+them ships whole states for nothing. So a key that changed here within ``SETTLE_INTERVALS`` delta
+intervals is left alone, and a KEYS list marks such keys with an empty hash so the other side leaves
+them alone too. A key that never stops changing (a hot post) would then never be repaired, so
+settling is off during the first ``REPAIR_WINDOW_ROUNDS`` rounds' worth of every period of
+``REPAIR_PERIOD_ROUNDS`` rounds, aligned on the wall clock so members agree without talking: every
+difference is repaired within about one period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 
 from gossip.config import GossipConfig
@@ -37,6 +46,14 @@ from gossip.wire import BATCH_RESERVE, batches, bytes_cost
 Send = Callable[[Address, Message], None]
 #: Keys indexed per slice while catching up, between which other tasks get to run.
 CATCH_UP_SLICE = 5000
+#: A key changed within this many delta intervals is settling: its deltas may still be in flight.
+SETTLE_INTERVALS = 3
+#: Every this many anti-entropy intervals (at least 10 s), settling pauses for ...
+REPAIR_PERIOD_ROUNDS = 10
+#: ... this many intervals, so keys that never stop changing are repaired too.
+REPAIR_WINDOW_ROUNDS = 2
+#: The hash a KEYS entry carries for a key its sender is leaving to deltas.
+SETTLING = b""
 
 
 class AntiEntropy:
@@ -60,12 +77,29 @@ class AntiEntropy:
         self._budget = config.max_frame_bytes - BATCH_RESERVE
         self.tree = MerkleTree()
         self._stale: dict[bytes, None] = {}  # keys changed but not re-indexed yet
+        #: When each recently changed key was seen changing, oldest first (monotonic seconds).
+        self._changed_at: OrderedDict[bytes, float] = OrderedDict()
+        #: Off until the start-up index is built: loading what is on disk is not a change.
+        self.noting_changes = False
+        self._settle = SETTLE_INTERVALS * config.delta_interval
+        self._repair_period = max(10.0, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
+        self._repair_window = REPAIR_WINDOW_ROUNDS * config.anti_entropy_interval
 
     # -- the index --------------------------------------------------------------------------------
 
     def refresh(self, limit: int | None = None) -> int:
         """Re-index keys the replica reports changed (up to ``limit``); how many remain stale."""
-        self._stale.update(dict.fromkeys(self._replica.drain_changed()))
+        changed = self._replica.drain_changed()
+        if self.noting_changes:
+            now = time.monotonic()
+            for key in changed:
+                self._changed_at[key] = now
+                self._changed_at.move_to_end(key)
+                self._stale[key] = None
+            while self._changed_at and next(iter(self._changed_at.values())) < now - self._settle:
+                self._changed_at.popitem(last=False)
+        else:
+            self._stale.update(dict.fromkeys(changed))
         budget = len(self._stale) if limit is None else limit
         while self._stale and budget > 0:
             key, _ = self._stale.popitem()
@@ -107,7 +141,17 @@ class AntiEntropy:
             for batch in batches(nodes, lambda node: bytes_cost(node[1]) + 5, self._budget):
                 self._send(reply_to, Tree(self._origin(), level + 1, tuple(batch)))
             return
-        leaves = [(leaf, tuple(self.tree.entries(leaf).items())) for leaf in differing]
+        settling = self._settling()
+        leaves = [
+            (
+                leaf,
+                tuple(
+                    (key, SETTLING if settling(key) else digest)
+                    for key, digest in self.tree.entries(leaf).items()
+                ),
+            )
+            for leaf in differing
+        ]
         for leaf_batch in batches(leaves, _leaf_cost, self._budget):
             self._send(reply_to, Keys(self._origin(), tuple(leaf_batch)))
 
@@ -119,11 +163,20 @@ class AntiEntropy:
             return
         push: list[bytes] = []
         want: list[bytes] = []
+        settling = self._settling()
         for leaf, entries in message.leaves:
             theirs = dict(entries)
             mine = self.tree.entries(leaf)
-            want.extend(key for key, digest in theirs.items() if mine.get(key) != digest)
-            push.extend(key for key, digest in mine.items() if theirs.get(key) != digest)
+            want.extend(
+                key
+                for key, digest in theirs.items()
+                if mine.get(key) != digest and digest != SETTLING and not settling(key)
+            )
+            push.extend(
+                key
+                for key, digest in mine.items()
+                if theirs.get(key) not in (digest, SETTLING) and not settling(key)
+            )
         self._ship(message.origin.address, push, want)
 
     def handle_states(self, message: States) -> None:
@@ -136,7 +189,8 @@ class AntiEntropy:
                 continue
             self._counters["anti_entropy_keys_repaired"] += 1
         if message.want:
-            self._ship(message.origin.address, message.want, ())
+            settling = self._settling()
+            self._ship(message.origin.address, [key for key in message.want if not settling(key)], ())
 
     def _ship(self, peer: Address, keys: Iterable[bytes], want: Iterable[bytes]) -> None:
         """Send the states of ``keys`` and the ``want`` list, split under the frame cap."""
@@ -148,6 +202,14 @@ class AntiEntropy:
             shipped = tuple((key, state) for key, state in batch if state is not None)
             wanted = tuple(key for key, state in batch if state is None)
             self._send(peer, States(self._origin(), shipped, wanted))
+
+    def _settling(self) -> Callable[[bytes], bool]:
+        """Whether a key is left to deltas this round (see the module docstring)."""
+        if time.time() % self._repair_period < self._repair_window:
+            return lambda key: False
+        horizon = time.monotonic() - self._settle
+        changed_at = self._changed_at
+        return lambda key: changed_at.get(key, 0.0) >= horizon
 
     def _busy(self) -> bool:
         """Index recent changes, a bounded slice of them; True if a backlog remains.

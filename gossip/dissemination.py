@@ -2,6 +2,10 @@
 
 Deltas are tiny join-decompositions of local writes (Almeida et al., *Delta State Replicated Data
 Types*), so joining one twice, late or out of order is harmless and the push can be fire-and-forget.
+Pushes are rate-limited, not clocked: a write announced through ``wake`` is pushed at once if the
+last push is at least ``delta_interval`` old, else when it becomes so. An idle cluster thus spreads a
+like within a round trip, and a busy one sends one batch per interval; deltas of a replica that never
+calls ``wake`` still go out every interval.
 In a small cluster (at most ``full_fanout_peers`` live peers) every batch goes to every live peer and
 replicas converge in about one interval. In a larger one a batch goes to ``fanout`` random peers and
 each receiver forwards it to ``fanout`` more, for r = ceil(log_fanout(n + 1)) generations in all: an
@@ -12,6 +16,7 @@ everyone with high probability. Whatever a lost frame leaves behind, anti-entrop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections import Counter
@@ -47,11 +52,25 @@ class DeltaDisseminator:
         self._multicast = multicast
         self._counters = counters
         self._rng = rng
+        self._ready = asyncio.Event()
+        self._last_flush = 0.0
+
+    def wake(self) -> None:
+        """The replica has new deltas: push them as soon as the rate limit allows."""
+        self._ready.set()
 
     async def run(self) -> None:
-        """Flush every ``delta_interval``, forever."""
+        """Push at most once per ``delta_interval``: at once when woken, else every interval."""
+        interval = self._config.delta_interval
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._config.delta_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), interval)
+            self._ready.clear()
+            wait = self._last_flush + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_flush = loop.time()
             self.flush()
 
     def flush(self) -> int:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gossip.antientropy import AntiEntropy
+from gossip.antientropy import CATCH_UP_SLICE, AntiEntropy
 from gossip.config import GossipConfig
 from gossip.dissemination import DeltaDisseminator
 from gossip.errors import FrameError, GossipError
@@ -145,11 +145,13 @@ class Gossiper:
             self._running = False
             await self._transport.stop()
             raise
+        self._anti_entropy.noting_changes = True
         self._membership.join()
         self._spawn(self._membership.run_probes, "probes")
         self._spawn(self._membership.run_sync, "membership sync")
         self._spawn(self._deltas.run, "delta dissemination")
         self._spawn(self._run_anti_entropy, "anti-entropy")
+        self._spawn(self._run_indexing, "indexing")
 
     async def stop(self) -> None:
         """Push the last deltas, say goodbye, stop the loops and the transport."""
@@ -188,6 +190,10 @@ class Gossiper:
         stats["anti_entropy_keys_indexed"] = len(self._anti_entropy.tree)
         return stats
 
+    def deltas_ready(self) -> None:
+        """The replica has new local deltas: push them now unless a push went out within the interval."""
+        self._deltas.wake()
+
     def flush_deltas(self) -> int:
         """Push pending deltas now instead of at the next tick; how many (key, delta) items went."""
         return self._deltas.flush()
@@ -212,6 +218,12 @@ class Gossiper:
             await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
             await self._anti_entropy.catch_up()
             self.anti_entropy_round()
+
+    async def _run_indexing(self) -> None:
+        """Index changes every delta interval: small steady slices, and exact change times."""
+        while True:
+            await asyncio.sleep(self._config.delta_interval)
+            self._anti_entropy.refresh(CATCH_UP_SLICE)
 
     def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
         """Run ``loop`` until stop, restarting it if it ever fails (a bug must not end gossip)."""

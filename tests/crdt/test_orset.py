@@ -82,3 +82,12 @@ def test_a_late_delta_from_a_far_counter_is_indexed_sparsely() -> None:
     a.merge(a.remove(0))  # builds the index
     a.merge(far.remove(12345))
     assert 12345 not in a and len(a) == 199
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=20), st.sampled_from(["n1", "n2-0123abcd.7"]))
+def test_the_one_like_fast_path_encodes_exactly_as_the_general_path(users: list[int], actor: str) -> None:
+    s = ORSet()
+    deltas = [s.add(actor, user) for user in users]
+    for delta in deltas:
+        assert delta.to_wire() == delta._to_wire_general()
+    assert s.to_wire() == s._to_wire_general()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from gossip import MemoryNetwork
 from gossip.merkle import DEPTH, LEAVES, MerkleTree, bucket_of
@@ -157,3 +160,37 @@ async def test_states_larger_than_a_frame_are_shipped_in_several(started: Start)
     assert cluster.replicas_equal()
     assert a.gossiper.stats()["frames_sent"] - before >= 4
     assert a.gossiper.stats()["frames_oversized"] == 0
+
+
+async def _settle_test_pair(started: Start) -> Cluster:
+    # delta_interval 0.2 s: a key stays settling for 0.6 s after it changes.
+    cluster = await pair_in_contact(started, delta_interval=0.2)
+    a, _ = cluster.members
+    a.replica.load({b"hot": {1}})  # a change whose delta was lost: only anti-entropy can carry it
+    await asyncio.sleep(0.3)  # indexed (every delta interval), and still settling
+    return cluster
+
+
+async def test_a_key_that_just_changed_is_left_to_deltas_then_repaired_once_settled(
+    started: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 20_000.0)  # outside the periodic repair window
+    cluster = await _settle_test_pair(started)
+    a, b = cluster.members
+    assert a.gossiper.anti_entropy_round()
+    await asyncio.sleep(0.1)
+    assert b.replica.value(b"hot") == frozenset(), "a settling key was shipped"
+    assert anti_entropy_bytes(cluster) < 2048
+    await asyncio.sleep(0.5)  # now settled
+    assert a.gossiper.anti_entropy_round()
+    await wait_until(lambda: b.replica.value(b"hot") == {1}, timeout=2, what="repair once settled")
+
+
+async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_window(
+    started: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 0.5)  # inside the window every member agrees on
+    cluster = await _settle_test_pair(started)
+    a, b = cluster.members
+    assert a.gossiper.anti_entropy_round()
+    await wait_until(lambda: b.replica.value(b"hot") == {1}, timeout=2, what="repair while settling")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import random
+import zlib
 from typing import Any
 
 import msgpack
@@ -29,6 +31,7 @@ from gossip.messages import (
 )
 from gossip.security import Keyring
 from gossip.wire import (
+    COMPRESSED,
     FRAME_OVERHEAD,
     LENGTH_PREFIX,
     PROTOCOL_VERSION,
@@ -119,13 +122,37 @@ def test_a_truncated_frame_is_rejected(cut: int) -> None:
 
 def test_an_oversized_frame_is_rejected_before_anything_else() -> None:
     big = FrameCodec(Keyring([KEY]), 4 * CAP)
-    frame = frame_of(Deltas("n1", 0, ((b"k", bytes(2 * CAP)),)), big)
+    noise = random.Random(0).randbytes(2 * CAP)  # incompressible: the frame really is that large
+    frame = frame_of(Deltas("n1", 0, ((b"k", noise),)), big)
     with pytest.raises(FrameError, match="exceeds"):
         codec.decode(frame)
     with pytest.raises(FrameError, match="exceeds"):
         payload_length(frame[:4], CAP)
     with pytest.raises(FrameError, match="exceeds"):
-        codec.encode(MessageType.DELTAS, ["n1", 0, [[b"k", bytes(2 * CAP)]]])
+        codec.encode(MessageType.DELTAS, ["n1", 0, [[b"k", noise]]])
+
+
+def test_a_large_repetitive_body_travels_compressed_and_round_trips() -> None:
+    message = Deltas("n1", 0, tuple((b"key%d" % i, b"writer-n1-0123456789abcdef.1" * 3) for i in range(200)))
+    frame = frame_of(message)
+    assert frame[21] & COMPRESSED
+    assert len(frame) < len(msgpack.packb(to_body(message))) / 3
+    assert decode_message(frame) == message
+
+
+def test_a_compressed_body_that_inflates_past_the_frame_cap_is_rejected() -> None:
+    bomb = zlib.compress(msgpack.packb(["n1", 0, [[b"k", bytes(4 * CAP)]]]), 9)
+    assert len(bomb) < CAP // 4
+    signed = bytes((PROTOCOL_VERSION, MessageType.DELTAS | COMPRESSED)) + Keyring([KEY]).primary_id + bomb
+    with pytest.raises(FrameError, match="frame cap"):
+        codec.decode(resign(b"", signed=signed))
+
+
+@given(st.binary(max_size=200))
+def test_garbage_flagged_as_compressed_raises_frame_error_only(garbage: bytes) -> None:
+    signed = bytes((PROTOCOL_VERSION, MessageType.DELTAS | COMPRESSED)) + Keyring([KEY]).primary_id + garbage
+    with pytest.raises(FrameError):
+        parse(*codec.decode(resign(b"", signed=signed)))
 
 
 def test_an_authenticated_frame_of_unknown_type_or_version_is_rejected() -> None:
