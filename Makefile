@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= cluster.yaml
 
-.PHONY: up test lint install bench-crdt clean
+.PHONY: up test lint install bench-crdt bench-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint
 
 bench-crdt: install
 	$(BIN)/python -m bench crdt
+
+bench-cluster: install
+	$(BIN)/python -m bench cluster
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

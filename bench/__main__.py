@@ -1,4 +1,8 @@
-"""``python -m bench``: the benchmark harness's command line."""
+"""``python -m bench``: the benchmark harness's command line.
+
+Every subcommand prints a markdown table and writes JSON under ``--out``; it exits 1 when a goal is
+missed, except in ``--quick`` mode (smoke runs on small sizes, whose figures are not the product's).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,76 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import crdt
+from bench import cluster, crdt
+
+GOSSIP_HELP = "override a cluster.yaml gossip setting, e.g. delta_interval_ms=20 (repeatable)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per measurement, plus ``cluster`` for the three cluster measurements together."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str, out_help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
+        command.add_argument("--out", type=Path, default=Path("bench/results"), help=out_help)
+        return command
+
+    core = add("crdt", "CRDT core: add/merge speed, encoded size, memory", "folder for crdt.json")
+    core.add_argument("--elements", type=int, default=1_000_000, help="size of the large set")
+
+    prop = add("propagation", "replication lag on idle 3- and 5-node clusters", "folder for propagation.json")
+    prop.add_argument("--nodes", type=int, nargs="+", default=[3, 5], help="cluster sizes (3 5)")
+    prop.add_argument("--gossip", action="append", default=[], metavar="KEY=MS", help=GOSSIP_HELP)
+    prop.add_argument("--samples", type=int, default=300, help="likes timed per cluster (300; quick 20)")
+
+    ae = add("anti-entropy", "bytes to repair one differing item", "folder for anti_entropy.json")
+    ae.add_argument("--items", type=int, default=100_000, help="items on both sides (100,000; quick 10,000)")
+
+    gb = add("gossip-bytes", "gossip bytes per like per peer under load", "folder for gossip_bytes.json")
+    gb.add_argument("--rate", type=int, default=5000, help="likes offered per second (5,000)")
+    gb.add_argument("--gossip", action="append", default=[], metavar="KEY=MS", help=GOSSIP_HELP)
+    gb.add_argument("--seconds", type=float, default=20.0, help="load duration (20; quick 3)")
+
+    add("cluster", "propagation, anti-entropy and gossip bytes together", "folder for the JSONs, cluster.md")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    core = commands.add_parser("crdt", help="CRDT core: add/merge speed, encoded size, memory")
-    core.add_argument("--elements", type=int, default=1_000_000, help="size of the large set")
-    core.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
-    core.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for crdt.json")
+    """Run the chosen measurement; the exit status says whether its goals were met."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        overrides = cluster.parse_overrides(getattr(args, "gossip", []))
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.command == "crdt":
         results = crdt.run(elements=args.elements, quick=args.quick, out=args.out)
         print(crdt.render(results))
         return 0 if args.quick or all(results["met"].values()) else 1
-    return 2
+    if args.command == "propagation":
+        measured = cluster.propagation(
+            nodes=args.nodes,
+            samples=args.samples,
+            quick=args.quick,
+            out=args.out,
+            overrides=overrides,
+        )
+    elif args.command == "anti-entropy":
+        measured = cluster.anti_entropy(items=args.items, quick=args.quick, out=args.out)
+    elif args.command == "gossip-bytes":
+        measured = cluster.gossip_bytes(
+            rate=args.rate,
+            seconds=args.seconds,
+            quick=args.quick,
+            out=args.out,
+            overrides=overrides,
+        )
+    else:
+        measured = cluster.run_all(quick=args.quick, out=args.out)
+    print(cluster.render(measured))
+    return 0 if args.quick or cluster.all_met(measured) else 1
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ class AntiEntropy:
     # -- the index --------------------------------------------------------------------------------
 
     def refresh(self, limit: int | None = None) -> int:
-        """Re-index keys the replica reports changed (up to ``limit``); how many remain stale."""
+        """Re-index keys the replica reports changed (up to ``limit``); how many remain to index now
+        (settling keys wait, uncounted)."""
         changed = self._replica.drain_changed()
         if self.noting_changes:
             now = time.monotonic()
@@ -100,12 +101,21 @@ class AntiEntropy:
                 self._changed_at.popitem(last=False)
         else:
             self._stale.update(dict.fromkeys(changed))
+        # A settling key is digested once it settles: a hot item changing all the time would
+        # otherwise be re-encoded at every refresh, and rounds leave it alone anyway.
+        settling = self._settling()
         budget = len(self._stale) if limit is None else limit
+        deferred: list[bytes] = []
         while self._stale and budget > 0:
             key, _ = self._stale.popitem()
+            if settling(key):
+                deferred.append(key)
+                continue
             self.tree.update(key, self._replica.digest(key))
             budget -= 1
-        return len(self._stale)
+        backlog = len(self._stale)
+        self._stale.update(dict.fromkeys(deferred))
+        return backlog
 
     async def catch_up(self) -> None:
         """Index everything pending in slices, yielding between them (start-up with many keys)."""

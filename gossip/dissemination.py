@@ -70,8 +70,8 @@ class DeltaDisseminator:
             wait = self._last_flush + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._last_flush = loop.time()
-            self.flush()
+            if self.flush():
+                self._last_flush = loop.time()  # an empty tick is no push: a wake may go at once
 
     def flush(self) -> int:
         """Drain the replica's deltas and push them now; the number of (key, delta) items drained."""

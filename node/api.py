@@ -9,6 +9,7 @@ the framework's own 404/405/413 into that shape too, and turns any unexpected ex
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from gossip import MemberInfo
 from node import inputs
+from node.checkpoint.checkpointer import Checkpointer
 from node.config import ApiSettings
 from node.durability import Durability
 from node.errors import (
@@ -68,6 +70,8 @@ NODE = web.AppKey("node", NodeDescription)
 CLUSTER = web.AppKey("cluster", ClusterView)
 METRICS = web.AppKey("metrics", NodeMetrics)
 DURABILITY = web.AppKey("durability", Durability)
+#: Set by the server when sinks are configured; ``/v1/cluster`` then shows their lag.
+CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
 
 routes = web.RouteTableDef()
 
@@ -321,8 +325,30 @@ async def cluster(request: web.Request) -> web.Response:
             "items": len(store),
             "fingerprint": store.fingerprint(),
             "gossip": {k: v for k, v in view.stats().items() if isinstance(v, int | float | str | bool)},
+            "wal": _wal_status(request.app[DURABILITY]),
+            "checkpoint": _checkpoint_status(request.app),
         }
     )
+
+
+def _wal_status(durability: Durability) -> dict[str, Any]:
+    wal = durability.wal
+    recent = sorted(wal.fsync_seconds)
+    return {
+        "fsync": wal.fsync,
+        "records": wal.records,
+        "fsyncs": wal.fsyncs,
+        "bytes_written": wal.bytes_written,
+        "fsync_p50_ms": round(recent[len(recent) // 2] * 1000, 3) if recent else None,
+        "snapshots": durability.snapshots,
+    }
+
+
+def _checkpoint_status(app: web.Application) -> dict[str, Any]:
+    checkpointer = app.get(CHECKPOINTER)
+    if checkpointer is None:
+        return {}
+    return {name: dataclasses.asdict(status) for name, status in checkpointer.status().items()}
 
 
 @routes.get("/healthz")

@@ -1,4 +1,4 @@
-"""The ``likes`` command line: ``up``, ``node`` and ``status``.
+"""The ``likes`` command line: ``up``, ``node``, ``status`` and ``restore``.
 
 A bad cluster file is reported in one line naming the key, with exit status 2 and no traceback, so a
 typo reads as a typo and not as a crash.
@@ -35,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)"
     )
+
+    restore = commands.add_parser(
+        "restore", help="rebuild nodes whose disks are gone from the MySQL checkpoint (nodes stopped)"
+    )
+    restore.add_argument(
+        "--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)"
+    )
+    restore.add_argument("--from", dest="source", choices=["mysql"], required=True, help="where from")
+    restore.add_argument(
+        "--name", action="append", help="node to restore (repeatable; default: every node on this host)"
+    )
     return parser
 
 
@@ -55,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.node(args.name)  # an unknown name is a configuration error, before any start-up
             run_node(args.config, args.name, parent_pid=os.getppid() if args.exit_with_parent else None)
             return 0
+        if args.command == "restore":
+            from node.restore import restore_from_mysql
+            from node.supervisor import is_local
+
+            names = args.name or [spec.name for spec in config.nodes if is_local(spec.host)]
+            for name in names:
+                config.node(name)
+            return restore_from_mysql(config, names)
         from node.status import report_status
 
         return report_status(config)

@@ -64,6 +64,7 @@ class Durability:
         store: LikeStore,
         wal: WriteAheadLog,
         replicate: Replicate,
+        announce: Callable[[], None],
         *,
         cluster_size: int,
         write_timeout: float,
@@ -72,6 +73,7 @@ class Durability:
         self.store = store
         self.wal = wal
         self._replicate = replicate
+        self._announce = announce
         self._cluster_size = cluster_size
         self._write_timeout = write_timeout
         self._snapshot_bytes = snapshot_bytes
@@ -90,6 +92,8 @@ class Durability:
         after the writes, with no await in between.
         """
         pairs = self.store.drain_journal()
+        if pairs:
+            self._announce()  # gossip pushes the deltas while the log record is being fsynced
         try:
             await self._commit(level, touched, pairs)
         except DataDirError as exc:
@@ -143,7 +147,7 @@ class Durability:
         async with self._snapshotting:
             covered = await self.wal.rotate()
             chunks: list[list[Pair]] = []  # captured now: later writes are in the new segment
-            keys = list(self.store.keys())
+            keys = list(self.store.item_keys())
             for start in range(0, len(keys), SNAPSHOT_SLICE):
                 chunk = [(raw, self.store.state(raw)) for raw in keys[start : start + SNAPSHOT_SLICE]]
                 chunks.append([(raw, state) for raw, state in chunk if state is not None])

@@ -19,7 +19,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gossip import GossipConfig, Gossiper, Peer
-from node.api import NodeDescription, create_app
+from gossip.member import MemberState
+from node.api import CHECKPOINTER, NodeDescription, create_app
+from node.checkpoint import CheckpointSink, MysqlSink, RedisSink, SqliteSink
+from node.checkpoint.checkpointer import Checkpointer
 from node.config import ClusterConfig, NodeSpec, load_config
 from node.datadir import NodeDataDir, NodeIdentity
 from node.durability import Durability
@@ -30,6 +33,8 @@ from node.wal import WriteAheadLog
 log = logging.getLogger(__name__)
 
 GOSSIPER = web.AppKey("gossiper", Gossiper)
+#: Members that count for checkpoint ownership: a suspect may still be writing.
+LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 #: The pid whose death should end this node (``likes up`` passes its own), or None.
 PARENT_PID = web.AppKey("parent_pid", int)
 #: Tests only: set to "1" to record the last fsynced log offset after every fsync, so a test can
@@ -105,6 +110,7 @@ def build_node_app(
         store,
         wal,
         gossiper.replicate,
+        gossiper.deltas_ready,
         cluster_size=len(config.nodes),
         write_timeout=config.api.write_timeout_ms / 1000,
         snapshot_bytes=config.storage.snapshot_bytes,
@@ -120,10 +126,42 @@ def build_node_app(
     app = create_app(durability, config.api, description, gossiper)
     app[GOSSIPER] = gossiper
     app.cleanup_ctx.append(_gossip)
+    app[CHECKPOINTER] = Checkpointer(
+        store,
+        checkpoint_sinks(config, name),
+        me=spec.name,
+        live_members=lambda: (m.name for m in gossiper.members() if m.state in LIVE),
+        interval=config.checkpoint.interval_ms / 1000,
+        batch_items=config.checkpoint.batch_items,
+        max_backoff=config.checkpoint.max_backoff_ms / 1000,
+    )
+    app.cleanup_ctx.append(_checkpoints)
     if parent_pid is not None:
         app[PARENT_PID] = parent_pid
         app.cleanup_ctx.append(_exit_with_parent)
     return app
+
+
+def checkpoint_sinks(config: ClusterConfig, name: str) -> list[CheckpointSink]:
+    """The configured sinks of node ``name``."""
+    settings = config.checkpoint.with_environment()
+    timeout = settings.timeout_ms / 1000
+    sinks: list[CheckpointSink] = []
+    if settings.sqlite:
+        sinks.append(SqliteSink(config.node_dir(name) / "checkpoint.sqlite", timeout=timeout))
+    if settings.redis_url is not None:
+        sinks.append(RedisSink(settings.redis_url, prefix=settings.redis_prefix, timeout=timeout))
+    if settings.mysql_url is not None:
+        sinks.append(MysqlSink(settings.mysql_url, timeout=timeout))
+    return sinks
+
+
+async def _checkpoints(app: web.Application) -> AsyncIterator[None]:
+    """Checkpoints run once gossip knows the members, and stop before it does."""
+    checkpointer = app[CHECKPOINTER]
+    checkpointer.start()
+    yield
+    await checkpointer.close()
 
 
 async def _gossip(app: web.Application) -> AsyncIterator[None]:

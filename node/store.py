@@ -60,9 +60,13 @@ class LikeStore:
         self._items: dict[bytes, Item] = {}
         #: Local deltas not yet handed to gossip, joined per item.
         self._pending: dict[bytes, Item] = {}
+        #: The encoding of a pending delta that is one write's alone (made for the log, reused).
+        self._pending_bytes: dict[bytes, bytes] = {}
         #: Pending deltas that unliked more than ``MAX_UNLIKED_HINTS`` users and so name none.
         self._unnamed: set[bytes] = set()
         self._changed: set[bytes] = set()
+        #: Items changed since the checkpointer last looked, each with the users whose like changed.
+        self._dirty: dict[bytes, set[int]] = {}
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
         self._drained_once = False
@@ -82,7 +86,11 @@ class LikeStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def keys(self) -> list[bytes]:
+    def item(self, raw: bytes) -> Item:
+        """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
+        return self._items.get(raw) or Item()
+
+    def item_keys(self) -> list[bytes]:
         """The key of every item held."""
         return list(self._items)
 
@@ -180,6 +188,12 @@ class LikeStore:
         journal, self._journal = self._journal, []
         return journal
 
+    def drain_dirty(self) -> dict[bytes, set[int]]:
+        """The items changed since the last call (writes and merges alike), each with the users whose
+        like changed in it (empty when only counters did): what the checkpointer must write."""
+        dirty, self._dirty = self._dirty, {}
+        return dirty
+
     def restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
         """Join states and deltas read back from disk; how many were unreadable (and skipped)."""
         damaged = 0
@@ -195,8 +209,9 @@ class LikeStore:
     def drain_deltas(self) -> list[tuple[bytes, bytes]]:
         """The local deltas since the last call, one joined delta per item."""
         pending, self._pending = self._pending, {}
+        encoded, self._pending_bytes = self._pending_bytes, {}
         self._unnamed.clear()
-        return [(raw, encode_item(delta)) for raw, delta in pending.items()]
+        return [(raw, encoded.get(raw) or encode_item(delta)) for raw, delta in pending.items()]
 
     def drain_changed(self) -> Iterable[bytes]:
         """The keys changed since the last call; the first call returns every key."""
@@ -255,12 +270,15 @@ class LikeStore:
 
     def _record(self, raw: bytes, delta: Item) -> None:
         """Journal a local delta, queue it for gossip and note the change."""
-        self._journal.append((raw, encode_item(delta)))  # before ``delta`` is joined into by later writes
+        encoded = encode_item(delta)  # now: ``delta`` may become the pending join of later writes
+        self._journal.append((raw, encoded))
         pending = self._pending.get(raw)
         if pending is None:
             pending = self._pending[raw] = delta
+            self._pending_bytes[raw] = encoded
         else:
             pending.merge(delta)
+            self._pending_bytes.pop(raw, None)
         if raw in self._unnamed or len(pending.unliked) > MAX_UNLIKED_HINTS:
             self._unnamed.add(raw)  # a partial list would be wrong: name nobody
             pending.unliked.clear()
@@ -269,6 +287,7 @@ class LikeStore:
     def _touch(self, raw: bytes) -> None:
         """The item changed: forget its digest and fold it out of the fingerprint."""
         self._changed.add(raw)
+        self._dirty.setdefault(raw, set())
         digest = self._digests.pop(raw, None)
         if digest is not None:
             self._fingerprint ^= _fold(raw, digest)
@@ -303,8 +322,11 @@ class LikeStore:
                 self._unindex(user, raw)
 
     def _index(self, raw: bytes, users: Iterable[int]) -> None:
+        """``users`` now like the item (every change of a like goes through here or ``_unindex``)."""
+        dirty = self._dirty.setdefault(raw, set())
         for user in users:
             self._liked_by.setdefault(user, set()).add(raw)
+            dirty.add(user)
 
     def _reindex(self, raw: bytes, likers: ORSet) -> None:
         """Rebuild the reverse index of one item from its liker set (a full scan; never expected)."""
@@ -314,6 +336,7 @@ class LikeStore:
         self._index(raw, likers)
 
     def _unindex(self, user: int, raw: bytes) -> None:
+        self._dirty.setdefault(raw, set()).add(user)
         keys = self._liked_by.get(user)
         if keys is not None:
             keys.discard(raw)

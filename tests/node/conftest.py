@@ -46,6 +46,9 @@ class SoloCluster:
     async def replicate(self, items: Sequence[tuple[bytes, bytes]], copies: int, timeout: float) -> int:
         return 0  # no peers: a cluster of one meets every write level by itself
 
+    def deltas_ready(self) -> None:
+        """Nobody to push deltas to."""
+
 
 def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Application:
     """A node app over a fresh store whose log lives in ``data_dir``."""
@@ -65,6 +68,7 @@ def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Applica
         store,
         wal,
         cluster.replicate,
+        cluster.deltas_ready,
         cluster_size=1,
         write_timeout=settings.write_timeout_ms / 1000,
         snapshot_bytes=64 * 1024 * 1024,

@@ -1,0 +1,275 @@
+"""The checkpointer: copies dirty items from the store to every configured sink, in the background.
+
+Every ``checkpoint.interval_ms`` it takes the store's dirty items (each with the users whose like
+changed; ``LikeStore.drain_dirty``) and hands them to one **lane** per sink, so an outage of one sink
+never holds up another. A lane keeps what it has not written yet, joined per item, and writes it in
+batches of ``batch_items``. A failed write keeps the batch pending and backs off (doubling up to
+``max_backoff_ms``); likes never wait for a sink. Lag (pending items, age of the oldest, errors) is
+reported at ``GET /v1/cluster``.
+
+Ownership: each item is written by one owner, chosen by rendezvous hashing over the live members (the
+highest ``hash(member, item)`` wins), and another member takes over when the owner dies, so the
+cluster writes each change once, not once per node. A member that gains items (at start, or when a
+member dies or joins) writes them in full (``full=True``): it cannot know what the previous owner
+managed to write. Redis and MySQL are shared, so they hold every item; each node's embedded SQLite
+file holds the items that node owns (together, the files hold the whole cluster's state).
+
+Liked-at times are the time the checkpointer first sees a like (the CRDT keeps no clocks); sinks keep
+the first one they were given. Item states go with every write of an item, except that an item with
+more than ``LARGE_ITEM_LIKES`` likers has its state written at most every ``LARGE_STATE_INTERVAL``
+seconds (a hot post's state is megabytes; its like_records rows are written every time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from node.checkpoint.sink import CheckpointSink, ItemCheckpoint
+from node.errors import SinkUnavailable
+from node.item import ItemKey, encode_item
+from node.store import LikeStore
+
+log = logging.getLogger(__name__)
+
+#: Items with more likers than this have their serialized state written less often.
+LARGE_ITEM_LIKES = 10_000
+#: Seconds between state writes of a large item.
+LARGE_STATE_INTERVAL = 30.0
+
+#: The names of the live members (this node included), for ownership.
+LiveMembers = Callable[[], Iterable[str]]
+
+
+def owner(key: bytes, members: Iterable[str]) -> str | None:
+    """The member that writes ``key``: rendezvous (highest random weight) hashing."""
+    best: tuple[bytes, str] | None = None
+    for name in members:
+        weight = hashlib.blake2b(key, key=name.encode()[:64], digest_size=8).digest()
+        if best is None or (weight, name) > best:
+            best = (weight, name)
+    return None if best is None else best[1]
+
+
+@dataclass
+class _Pending:
+    """What a lane still has to write for one item."""
+
+    users: set[int] = field(default_factory=set)
+    full: bool = False
+
+
+@dataclass
+class LaneStatus:
+    """What ``GET /v1/cluster`` shows of one sink."""
+
+    pending_items: int
+    lag_ms: int
+    written_items: int
+    errors: int
+    down: bool
+    last_error: str | None
+
+
+class Lane:
+    """One sink, its pending items and its backoff."""
+
+    def __init__(self, sink: CheckpointSink, *, batch_items: int, max_backoff: float) -> None:
+        self.sink = sink
+        self._batch_items = batch_items
+        self._max_backoff = max_backoff
+        self._pending: dict[bytes, _Pending] = {}
+        #: When the oldest pending change arrived (monotonic seconds), None when nothing is pending.
+        self._oldest: float | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._opened = False
+        self.written_items = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def absorb(self, dirty: dict[bytes, set[int]], *, full: bool = False) -> None:
+        """Add changed items (and their changed users) to what this lane must write."""
+        if not dirty:
+            return
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        for raw, users in dirty.items():
+            pending = self._pending.get(raw)
+            if pending is None:
+                pending = self._pending[raw] = _Pending()
+            pending.users |= users
+            pending.full = pending.full or full
+
+    def forget(self, keep: Callable[[bytes], bool]) -> None:
+        """Drop pending items this lane no longer writes (owned by another member)."""
+        for raw in [raw for raw in self._pending if not keep(raw)]:
+            del self._pending[raw]
+        if not self._pending:
+            self._oldest = None
+
+    def due(self, now: float) -> bool:
+        return bool(self._pending) and now >= self._retry_at
+
+    async def flush(self, store: LikeStore, state_written: dict[bytes, float], now_ms: int) -> None:
+        """Write everything pending, batch by batch; on failure keep the rest and back off."""
+        try:
+            if not self._opened:
+                await self.sink.open()
+                self._opened = True
+            while self._pending:
+                taken = dict(list(self._pending.items())[: self._batch_items])
+                batch = [_checkpoint(store, raw, p, state_written, now_ms) for raw, p in taken.items()]
+                await self.sink.write(batch)
+                for raw in taken:
+                    if self._pending.get(raw) is taken[raw]:
+                        del self._pending[raw]
+                self.written_items += len(batch)
+        except SinkUnavailable as exc:
+            self.errors += 1
+            if self.last_error is None or self._backoff == 0:
+                log.warning("checkpoint sink %s unavailable, retrying with backoff: %s", self.sink.name, exc)
+            self.last_error = str(exc)
+            self._backoff = min(self._max_backoff, max(0.1, 2 * self._backoff))
+            self._retry_at = time.monotonic() + self._backoff
+            return
+        if self._backoff:
+            log.info("checkpoint sink %s recovered", self.sink.name)
+        self._backoff = 0.0
+        self._oldest = None
+
+    def status(self) -> LaneStatus:
+        lag = 0 if self._oldest is None else int((time.monotonic() - self._oldest) * 1000)
+        return LaneStatus(
+            pending_items=len(self._pending),
+            lag_ms=lag,
+            written_items=self.written_items,
+            errors=self.errors,
+            down=self._backoff > 0,
+            last_error=self.last_error,
+        )
+
+
+def _checkpoint(
+    store: LikeStore, raw: bytes, pending: _Pending, state_written: dict[bytes, float], now_ms: int
+) -> ItemCheckpoint:
+    """The item as it is now, for the users pending (or all of them when ``full``)."""
+    key = ItemKey.from_bytes(raw)
+    item = store.item(raw)
+    likers = item.likers
+    if pending.full:
+        liked = dict.fromkeys(likers, now_ms)
+        unliked: list[int] = [user for user in pending.users if user not in likers]
+    else:
+        liked = {user: now_ms for user in pending.users if user in likers}
+        unliked = [user for user in pending.users if user not in likers]
+    state: bytes | None = None
+    now = time.monotonic()
+    if len(likers) <= LARGE_ITEM_LIKES or now - state_written.get(raw, -LARGE_STATE_INTERVAL) >= (
+        LARGE_STATE_INTERVAL
+    ):
+        state = encode_item(item)
+        if len(likers) > LARGE_ITEM_LIKES:
+            state_written[raw] = now
+    return ItemCheckpoint(
+        key=key,
+        count=len(likers),
+        liked=liked,
+        unliked=unliked,
+        counters=item.counter_values(),
+        state=state,
+        full=pending.full,
+    )
+
+
+class Checkpointer:
+    """Runs the lanes of every configured sink over one store."""
+
+    def __init__(
+        self,
+        store: LikeStore,
+        sinks: Sequence[CheckpointSink],
+        *,
+        me: str,
+        live_members: LiveMembers,
+        interval: float,
+        batch_items: int,
+        max_backoff: float,
+    ) -> None:
+        self._store = store
+        self._me = me
+        self._live_members = live_members
+        self._interval = interval
+        self.lanes = [Lane(sink, batch_items=batch_items, max_backoff=max_backoff) for sink in sinks]
+        self._members: frozenset[str] = frozenset()
+        self._state_written: dict[bytes, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Start the loop (inside the event loop)."""
+        self._task = asyncio.create_task(self._run(), name="checkpointer")
+
+    async def close(self) -> None:
+        """Write what is pending once more (bounded by the sinks' timeouts), then close the sinks."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._started:
+            await self.tick(force=True)
+        for lane in self.lanes:
+            with contextlib.suppress(SinkUnavailable):
+                await lane.sink.close()
+
+    def status(self) -> dict[str, LaneStatus]:
+        return {lane.sink.name: lane.status() for lane in self.lanes}
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a bug must not end checkpointing; the pending items stay pending
+                log.exception("checkpoint round failed")
+            await asyncio.sleep(self._interval)
+
+    async def tick(self, *, force: bool = False) -> None:
+        """One round: take the store's dirty items, follow ownership changes, write what is due."""
+        dirty = self._store.drain_dirty()
+        members = frozenset(self._live_members()) | {self._me}
+        if not self._started:
+            # What the sinks hold is unknown (a restart, a new sink): write every item in full once.
+            self._started = True
+            everything: dict[bytes, set[int]] = {raw: set() for raw in self._store.item_keys()}
+            for lane in self.lanes:
+                lane.absorb(everything, full=True)
+        elif members != self._members:
+            self._take_over(self._members, members)
+        self._members = members
+        mine = self._owned_by_me(members)
+        for lane in self.lanes:
+            lane.absorb(dirty)
+            lane.forget(mine)
+        now = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        for lane in self.lanes:
+            if force or lane.due(now):
+                await lane.flush(self._store, self._state_written, now_ms)
+
+    def _owned_by_me(self, members: frozenset[str]) -> Callable[[bytes], bool]:
+        ordered = sorted(members)
+        return lambda raw: owner(raw, ordered) == self._me
+
+    def _take_over(self, before: frozenset[str], after: frozenset[str]) -> None:
+        """Members changed: the items this node now owns and did not before are written in full."""
+        was_mine, is_mine = self._owned_by_me(before | {self._me}), self._owned_by_me(after)
+        gained = {raw: set[int]() for raw in self._store.item_keys() if is_mine(raw) and not was_mine(raw)}
+        if gained:
+            log.info("members changed; this node now owns %d more items", len(gained))
+            for lane in self.lanes:
+                lane.absorb(gained, full=True)

@@ -1,0 +1,156 @@
+"""A loopback TCP proxy that a test can cut and restore, to stage server outages without root.
+
+Route a client through ``TcpProxy`` instead of straight to its server, then ``cut()`` the line:
+
+- ``mode="reset"``: every connection is reset (RST) and new ones are accepted and reset at once,
+  as when a server restarts or a firewall rejects;
+- ``mode="blackhole"``: every connection goes silent (nothing is forwarded either way, nothing is
+  closed) and new ones are accepted and then ignored, as in a partition: only the client's own
+  timeouts can save it.
+
+``restore()`` forwards new connections again (connections held in a blackhole are reset, as a
+partition that heals leaves them desynchronised). Every connection is served by tasks the proxy
+owns; ``stop()`` cancels and awaits them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import Literal
+
+CutMode = Literal["reset", "blackhole"]
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target, until cut."""
+
+    def __init__(self, target_host: str, target_port: int, *, connect_timeout: float = 2.0) -> None:
+        self.target = (target_host, target_port)
+        self._connect_timeout = connect_timeout
+        self._server: asyncio.Server | None = None
+        self._mode: CutMode | None = None
+        #: One task per accepted connection: it dials the target and pumps both ways.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._upstreams: set[asyncio.StreamWriter] = set()
+        self.host = "127.0.0.1"
+        self.port = 0
+        #: Bytes forwarded from clients to the target so far (to cut in the middle of a request).
+        self.forwarded = 0
+
+    @property
+    def connections(self) -> int:
+        """Client connections open right now (forwarded or held)."""
+        return len(self._clients)
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; return it."""
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def cut(self, mode: CutMode = "reset") -> None:
+        """Break the line: reset or silence every connection, and treat new ones the same way."""
+        self._mode = mode
+        if mode == "reset":
+            _reset_all(self._clients)
+        for task in list(self._tasks):
+            task.cancel()  # closes the upstream side; a blackholed client side stays open, unanswered
+
+    def restore(self) -> None:
+        """Forward new connections again; connections held silent are reset."""
+        if self._mode == "blackhole":
+            _reset_all(self._clients)
+        self._mode = None
+
+    async def stop(self) -> None:
+        """Close the listener and every connection, and wait for every task to end."""
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        _reset_all(self._clients)
+        _reset_all(self._upstreams)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    async def __aenter__(self) -> TcpProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._mode == "reset":
+            _reset(writer)
+            return
+        self._clients.add(writer)
+        if self._mode == "blackhole":
+            return  # held open, never read nor answered, until restore() or stop()
+        # Our own task, not this handler's: asyncio logs a stream handler task that gets cancelled.
+        task = asyncio.create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._forward(reader, writer)
+        finally:
+            if self._mode != "blackhole":
+                self._clients.discard(writer)
+                _reset(writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Dial the target and pump both ways until both sides are done or one fails."""
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(*self.target), self._connect_timeout
+            )
+        except (OSError, TimeoutError):
+            return
+        self._upstreams.add(up_writer)
+        try:
+            async with asyncio.TaskGroup() as pumps:  # one side failing stops the other
+                pumps.create_task(self._pump(reader, up_writer, count=True))
+                pumps.create_task(self._pump(up_reader, writer, count=False))
+        except* OSError:
+            pass  # a side was reset: the connection is over either way
+        finally:
+            self._upstreams.discard(up_writer)
+            up_writer.close()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, count: bool) -> None:
+        """Copy one direction until EOF, then half-close the other side."""
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+            if count:
+                self.forwarded += len(data)
+        if sink.can_write_eof():
+            sink.write_eof()
+
+
+def _reset_all(writers: set[asyncio.StreamWriter]) -> None:
+    for writer in list(writers):
+        _reset(writer)
+    writers.clear()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST rather than FIN, so the peer sees a reset connection at once."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
