@@ -19,11 +19,14 @@ catches up over several bounded rounds instead of one giant one.
 
 Settling: under load, most differences a round finds are deltas still in flight, and repairing
 them ships whole states for nothing. So a key that changed here within ``SETTLE_INTERVALS`` delta
-intervals is left alone, and a KEYS list marks such keys with an empty hash so the other side leaves
-them alone too. A key that never stops changing (a hot post) would then never be repaired, so
-settling is off during the first ``REPAIR_WINDOW_ROUNDS`` rounds' worth of every period of
-``REPAIR_PERIOD_ROUNDS`` rounds, aligned on the wall clock so members agree without talking: every
-difference is repaired within about one period.
+intervals (stretched by the member's own load, as Lifeguard stretches probe timeouts: an overloaded
+member's deltas queue longer) is left alone: it leaves the Merkle tree until it settles (members
+would otherwise compare digests taken mid-flight), and a KEYS list marks such keys with an empty
+hash so the other side leaves them alone too. A hot key (a viral post) never stops changing and
+would never be repaired, so during the first ``REPAIR_WINDOW_ROUNDS`` intervals of every period of
+``REPAIR_PERIOD_ROUNDS`` intervals (aligned on the wall clock, so members agree without talking) a
+key that has been settling for a whole period is repaired like any other: every difference is
+repaired within about two periods.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ Send = Callable[[Address, Message], None]
 CATCH_UP_SLICE = 5000
 #: A key changed within this many delta intervals is settling: its deltas may still be in flight.
 SETTLE_INTERVALS = 3
-#: Every this many anti-entropy intervals (at least 10 s), settling pauses for ...
+#: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling
+#: for a whole period are repaired during ...
 REPAIR_PERIOD_ROUNDS = 10
+MIN_REPAIR_PERIOD = 10.0
 #: ... this many intervals, so keys that never stop changing are repaired too.
 REPAIR_WINDOW_ROUNDS = 2
 #: The hash a KEYS entry carries for a key its sender is leaving to deltas.
@@ -67,8 +72,11 @@ class AntiEntropy:
         send: Send,
         counters: Counter[str],
         rng: random.Random,
+        health: Callable[[float], float] = lambda seconds: seconds,
     ) -> None:
+        """``health`` stretches a duration by this member's load (``Awareness.scale``)."""
         self._config = config
+        self._health = health
         self._replica = replica
         self._origin = origin
         self._send = send
@@ -79,10 +87,12 @@ class AntiEntropy:
         self._stale: dict[bytes, None] = {}  # keys changed but not re-indexed yet
         #: When each recently changed key was seen changing, oldest first (monotonic seconds).
         self._changed_at: OrderedDict[bytes, float] = OrderedDict()
+        #: Since when each of those keys has been settling without a break.
+        self._settling_since: dict[bytes, float] = {}
         #: Off until the start-up index is built: loading what is on disk is not a change.
         self.noting_changes = False
         self._settle = SETTLE_INTERVALS * config.delta_interval
-        self._repair_period = max(10.0, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
+        self._repair_period = max(MIN_REPAIR_PERIOD, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
         self._repair_window = REPAIR_WINDOW_ROUNDS * config.anti_entropy_interval
 
     # -- the index --------------------------------------------------------------------------------
@@ -94,11 +104,18 @@ class AntiEntropy:
         if self.noting_changes:
             now = time.monotonic()
             for key in changed:
+                if key not in self._changed_at:
+                    self._settling_since[key] = now
+                    # Out of the tree while settling: each member would hold whatever digest it
+                    # happened to take mid-flight, and every round would descend into them.
+                    self.tree.update(key, None)
                 self._changed_at[key] = now
                 self._changed_at.move_to_end(key)
                 self._stale[key] = None
-            while self._changed_at and next(iter(self._changed_at.values())) < now - self._settle:
-                self._changed_at.popitem(last=False)
+            settle = self._health(self._settle)
+            while self._changed_at and next(iter(self._changed_at.values())) < now - settle:
+                settled, _ = self._changed_at.popitem(last=False)
+                del self._settling_since[settled]
         else:
             self._stale.update(dict.fromkeys(changed))
         # A settling key is digested once it settles: a hot item changing all the time would
@@ -215,10 +232,12 @@ class AntiEntropy:
 
     def _settling(self) -> Callable[[bytes], bool]:
         """Whether a key is left to deltas this round (see the module docstring)."""
+        now = time.monotonic()
+        horizon = now - self._health(self._settle)
+        changed_at, since = self._changed_at, self._settling_since
         if time.time() % self._repair_period < self._repair_window:
-            return lambda key: False
-        horizon = time.monotonic() - self._settle
-        changed_at = self._changed_at
+            hot = now - self._repair_period
+            return lambda key: changed_at.get(key, 0.0) >= horizon and since.get(key, now) > hot
         return lambda key: changed_at.get(key, 0.0) >= horizon
 
     def _busy(self) -> bool:

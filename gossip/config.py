@@ -80,6 +80,11 @@ class GossipConfig:
     #: Seconds between full membership exchanges with one random member, dead ones included: how a
     #: partition or a restarted member rejoins even if no probe reaches it.
     membership_sync_interval: float = 5.0
+    #: Seconds deltas still go to a member after it is declared dead (memberlist's
+    #: GossipToTheDeadTime): a member falsely declared dead by an overloaded peer then misses
+    #: nothing that anti-entropy would have to repair with whole states. Frames to a member that
+    #: really died are dropped by the transport.
+    gossip_to_the_dead: float = 30.0
     #: Each membership update is piggybacked ``retransmit_mult * ceil(log10(n + 1))`` times.
     #: Higher survives more loss; lower keeps pings small.
     retransmit_mult: int = 4
@@ -118,7 +123,7 @@ class GossipConfig:
         for field in ("fanout", "anti_entropy_max_leaves", "retransmit_mult", "max_piggyback"):
             if getattr(self, field) < 1:
                 problems.append(f"{field} must be at least 1")
-        for field in ("full_fanout_peers", "indirect_probes"):
+        for field in ("full_fanout_peers", "indirect_probes", "gossip_to_the_dead"):
             if getattr(self, field) < 0:
                 problems.append(f"{field} must not be negative")
         if not MIN_FRAME_BYTES <= self.max_frame_bytes <= MAX_FRAME_LIMIT:

@@ -41,14 +41,14 @@ class DeltaDisseminator:
         self,
         config: GossipConfig,
         replica: Replica,
-        live_peers: Callable[[], list[MemberInfo]],
+        peers: Callable[[], list[MemberInfo]],
         multicast: Multicast,
         counters: Counter[str],
         rng: random.Random,
     ) -> None:
         self._config = config
         self._replica = replica
-        self._live_peers = live_peers
+        self._peers = peers
         self._multicast = multicast
         self._counters = counters
         self._rng = rng
@@ -78,7 +78,7 @@ class DeltaDisseminator:
         items = self._replica.drain_deltas()
         if not items:
             return 0
-        peers = self._live_peers()
+        peers = self._peers()
         if not peers:
             # Nobody to tell: dropping is safe, anti-entropy ships the state once a peer shows up.
             self._counters["deltas_unsent"] += len(items)
@@ -103,7 +103,7 @@ class DeltaDisseminator:
             merged.append((key, payload))
         self._counters["deltas_merged"] += len(merged)
         if message.hops > 0 and merged:
-            peers = [peer for peer in self._live_peers() if peer.name != message.sender]
+            peers = [peer for peer in self._peers() if peer.name != message.sender]
             targets = self._rng.sample(peers, min(self._config.fanout, len(peers)))
             self._push(merged, targets, message.hops - 1)
 

@@ -83,6 +83,7 @@ STAT_NAMES = (
     "members_declared_dead",
     "members_revived",
     "refutations",
+    "probe_timer_late",
     "replicate_merged",
     "replicate_short",
     "replicate_timeouts",
@@ -110,9 +111,11 @@ class Gossiper:
         rng = rng or random.Random()
         self._membership = Membership(config, config.address, self._send, self._counters, rng)
         self._deltas = DeltaDisseminator(
-            config, replica, self._membership.live_peers, self._multicast, self._counters, rng
+            config, replica, self._membership.gossip_peers, self._multicast, self._counters, rng
         )
-        self._anti_entropy = AntiEntropy(config, replica, self._origin, self._send, self._counters, rng)
+        self._anti_entropy = AntiEntropy(
+            config, replica, self._origin, self._send, self._counters, rng, self._membership.awareness.scale
+        )
         self._replicator = Replicator(
             replica, self._origin, self._membership.live_peers, self._send, self._counters
         )
@@ -188,6 +191,7 @@ class Gossiper:
         for state in MemberState:
             stats[f"members_{state.value}"] = len(self._membership.peers(state))
         stats["anti_entropy_keys_indexed"] = len(self._anti_entropy.tree)
+        stats["health_score"] = self._membership.awareness.score
         return stats
 
     def deltas_ready(self) -> None:
@@ -213,8 +217,9 @@ class Gossiper:
     # -- loops ------------------------------------------------------------------------------------
 
     async def _run_anti_entropy(self) -> None:
-        interval = self._config.anti_entropy_interval
         while True:
+            # An overloaded member repairs less often: its differences are mostly deltas in its queue.
+            interval = self._membership.awareness.scale(self._config.anti_entropy_interval)
             await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
             await self._anti_entropy.catch_up()
             self.anti_entropy_round()

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 
+from gossip.awareness import Awareness
 from gossip.broadcasts import BroadcastQueue
 from gossip.config import GossipConfig
 from gossip.member import MemberInfo, MemberState
@@ -56,6 +58,9 @@ class Membership:
         self._suspicions = Suspicions(config.suspicion_timeout, self._suspicion_expired)
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._forwards: dict[int, tuple[Address, int]] = {}
+        self.awareness = Awareness()
+        #: When each member now dead was declared so (monotonic seconds).
+        self._died_at: dict[str, float] = {}
         self._seq = rng.randrange(2**32)
         self._probe_order: list[str] = []
 
@@ -75,8 +80,17 @@ class Membership:
         return [member for member in self._peers.values() if member.state in states]
 
     def live_peers(self) -> list[MemberInfo]:
-        """Other members not declared dead: where gossip is worth sending."""
+        """Other members not declared dead: who is probed and whose receipts count."""
         return self.peers(ALIVE, SUSPECT)
+
+    def gossip_peers(self) -> list[MemberInfo]:
+        """Live members and those dead for less than ``gossip_to_the_dead``: where deltas go."""
+        horizon = time.monotonic() - self._config.gossip_to_the_dead
+        return [
+            member
+            for member in self._peers.values()
+            if member.state is not DEAD or self._died_at.get(member.name, 0.0) > horizon
+        ]
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -104,14 +118,19 @@ class Membership:
         self._forwards.clear()
 
     async def run_probes(self) -> None:
-        """Probe one member per ``probe_interval``, forever."""
+        """Probe one member per ``probe_interval`` (stretched while we are unhealthy), forever."""
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             target = self._next_probe_target()
             if target is not None:
                 await self.probe(target)
-            await asyncio.sleep(max(0.0, self._config.probe_interval - (loop.time() - started)))
+            pause = max(0.0, self.awareness.scale(self._config.probe_interval) - (loop.time() - started))
+            asleep = loop.time()
+            await asyncio.sleep(pause)
+            if loop.time() - asleep - pause > self._config.probe_timeout:
+                self.awareness.apply(1)  # our own loop is starved: timeouts we measure would lie
+                self._counters["probe_timer_late"] += 1
 
     async def run_sync(self) -> None:
         """Exchange the whole view with one random member per ``membership_sync_interval``, forever."""
@@ -139,15 +158,18 @@ class Membership:
         self._counters["probes"] += 1
         try:
             self._send(target.address, Ping(seq, self._me, target.name, self._updates_for(target.name)))
-            if await _settled(acked, config.probe_timeout):
+            if await _settled(acked, self.awareness.scale(config.probe_timeout)):
+                self.awareness.apply(-1)
                 return True
             helpers = [peer for peer in self.peers(ALIVE) if peer.name != target.name]
             for helper in self._rng.sample(helpers, min(config.indirect_probes, len(helpers))):
                 self._send(helper.address, PingReq(seq, self._me, target))
-            if await _settled(acked, config.probe_interval - config.probe_timeout):
+            if await _settled(acked, self.awareness.scale(config.probe_interval - config.probe_timeout)):
+                self.awareness.apply(-1)
                 return True
         finally:
             self._acks.pop(seq, None)
+        self.awareness.apply(1)
         self._counters["probe_failures"] += 1
         self.apply(dataclasses.replace(target, state=SUSPECT))
         return False
@@ -233,6 +255,8 @@ class Membership:
             self._suspicions.cancel(update.name)
         if current is not None and current.state is DEAD and update.state is not DEAD:
             self._counters["members_revived"] += 1
+        if update.state is DEAD and (current is None or current.state is not DEAD):
+            self._died_at[update.name] = time.monotonic()
         self._broadcasts.enqueue(update)
 
     def _refute_if_needed(self, claim: MemberInfo) -> None:
@@ -247,6 +271,7 @@ class Membership:
             return
         self._me = dataclasses.replace(me, incarnation=claim.incarnation + 1)
         self._counters["refutations"] += 1
+        self.awareness.apply(1)  # others thought us dead or dying: we are probably the slow one
         self._broadcasts.enqueue(self._me)
 
     def _updates_for(self, recipient: str) -> tuple[MemberInfo, ...]:

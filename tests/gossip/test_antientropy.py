@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gossip import MemoryNetwork
+from gossip import MemoryNetwork, antientropy
 from gossip.merkle import DEPTH, LEAVES, MerkleTree, bucket_of
 from tests.gossip.conftest import Cluster, memory_cluster, wait_until
 
@@ -189,8 +189,14 @@ async def test_a_key_that_just_changed_is_left_to_deltas_then_repaired_once_sett
 async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_window(
     started: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(time, "time", lambda: 0.5)  # inside the window every member agrees on
-    cluster = await _settle_test_pair(started)
+    monkeypatch.setattr(antientropy, "MIN_REPAIR_PERIOD", 0.5)
+    monkeypatch.setattr(time, "time", lambda: 0.05)  # inside the window every member agrees on
+    # Period max(0.5, 10 x 0.05) = 0.5 s; settling lasts 3 x 0.1 s after each change.
+    cluster = await pair_in_contact(started, delta_interval=0.1, anti_entropy_interval=0.05)
     a, b = cluster.members
-    assert a.gossiper.anti_entropy_round()
-    await wait_until(lambda: b.replica.value(b"hot") == {1}, timeout=2, what="repair while settling")
+    for value in range(40):  # a hot key: changing every 50 ms, each delta lost
+        a.replica.load({b"hot": {value}})
+        await asyncio.sleep(0.05)
+        if value == 4:
+            assert b.replica.value(b"hot") == frozenset(), "repaired while not yet hot for a period"
+    await wait_until(lambda: len(b.replica.value(b"hot")) > 10, timeout=2, what="repair while hot")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -181,4 +182,15 @@ async def test_a_ping_meant_for_another_member_is_not_acked() -> None:
     membership, outbox = lone_membership()
     membership.handle_ping(Ping(1, peer(ALIVE, 0), "someone-else", ()))
     assert outbox.sent == []
+    membership.close()
+
+
+async def test_deltas_still_go_to_a_member_for_a_while_after_it_is_declared_dead() -> None:
+    membership, _ = lone_membership()
+    membership.apply(peer(ALIVE, 1))
+    membership.apply(peer(DEAD, 1))
+    assert membership.live_peers() == [], "the dead are not probed, nor counted for receipts"
+    assert membership.gossip_peers() == [peer(DEAD, 1)], "a false verdict must not cost repairs"
+    membership._config = dataclasses.replace(membership._config, gossip_to_the_dead=0.0)
+    assert membership.gossip_peers() == []
     membership.close()
