@@ -102,17 +102,21 @@ async def test_a_larger_cluster_spreads_deltas_epidemically_through_fanout(start
         lambda: all(len(m.gossiper.members()) == 10 for m in cluster.members), timeout=5, what="membership"
     )
     origin = cluster.members[0]
-    before = origin.gossiper.stats()["deltas_sent"]
-    origin.replica.add(b"epidemic", 1)
-    assert origin.gossiper.flush_deltas() == 1
-    assert origin.gossiper.stats()["deltas_sent"] - before == 2, "the origin pushes to `fanout` peers only"
+    before = sum(m.gossiper.stats()["deltas_sent"] for m in cluster.members)
+    keys = [b"epidemic:%d" % i for i in range(20)]
+    for key in keys:
+        origin.replica.add(key, 1)
+        assert origin.gossiper.flush_deltas() == 1
+    await asyncio.sleep(0.5)  # four generations of 20 ms hops, with room to spare
 
-    await wait_until(cluster.replicas_equal, timeout=5, what="epidemic convergence")
-    await asyncio.sleep(0.2)  # let the last generation of forwards land
+    # An epidemic reaches everyone with high probability, not certainty (anti-entropy, off here,
+    # catches the rest): with fanout 2 over 4 generations, well over 90% of (member, delta) pairs.
+    reached = sum(member.replica.value(key) == {1} for member in cluster.members for key in keys)
+    assert reached >= 0.9 * len(cluster.members) * len(keys), reached
     stats = [member.gossiper.stats() for member in cluster.members]
     assert sum(s["anti_entropy_keys_repaired"] for s in stats) == 0, "forwarding alone should have done it"
-    # ceil(log2(9 + 1)) = 4 generations of fanout 2, no loss: exactly 2 + 4 + 8 + 16 copies.
-    assert sum(s["deltas_sent"] for s in stats) == 30
+    # ceil(log2(9 + 1)) = 4 generations of fanout 2, no loss: exactly 2 + 4 + 8 + 16 copies each.
+    assert sum(s["deltas_sent"] for s in stats) - before == 30 * len(keys)
 
 
 async def test_a_delta_batch_larger_than_a_frame_is_split_and_an_oversized_delta_is_skipped(
