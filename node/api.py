@@ -188,25 +188,25 @@ def _like_reply(liked: bool, result: LikeResult) -> dict[str, Any]:
 @routes.put("/v1/items/{type}/{id}/likes/{user}")
 async def like(request: web.Request) -> web.Response:
     """Like: idempotent, ``changed`` tells whether this call made the difference."""
-    key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
-    level = request.app[DURABILITY].level(request.query.get("w"))
-    result = request.app[STORE].like(key, user)
-    await request.app[DURABILITY].commit(level, (key,))
-    if result.changed:
-        request.app[METRICS].writes.labels("like").inc()
-    return reply(_like_reply(True, result))
+    return await _set_like(request, liking=True)
 
 
 @routes.delete("/v1/items/{type}/{id}/likes/{user}")
 async def unlike(request: web.Request) -> web.Response:
     """Unlike: idempotent."""
+    return await _set_like(request, liking=False)
+
+
+async def _set_like(request: web.Request, *, liking: bool) -> web.Response:
+    """Validate everything, apply, then answer once the write level is met."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
     level = request.app[DURABILITY].level(request.query.get("w"))
-    result = request.app[STORE].unlike(key, user)
+    store = request.app[STORE]
+    result = store.like(key, user) if liking else store.unlike(key, user)
     await request.app[DURABILITY].commit(level, (key,))
     if result.changed:
-        request.app[METRICS].writes.labels("unlike").inc()
-    return reply(_like_reply(False, result))
+        request.app[METRICS].writes.labels("like" if liking else "unlike").inc()
+    return reply(_like_reply(liking, result))
 
 
 @routes.get("/v1/items/{type}/{id}/likes/{user}")
