@@ -153,7 +153,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     route = request.match_info.route.resource
     label = route.canonical if route is not None else "unmatched"
     method = request.method if request.method in _METHODS else "other"
-    metrics.requests.labels(method, label, str(response.status)).inc()
+    metrics.count_request(method, label, response.status)
     return response
 
 
@@ -203,9 +203,9 @@ async def _set_like(request: web.Request, *, liking: bool) -> web.Response:
     level = request.app[DURABILITY].level(request.query.get("w"))
     store = request.app[STORE]
     result = store.like(key, user) if liking else store.unlike(key, user)
-    await request.app[DURABILITY].commit(level, (key,))
     if result.changed:
-        request.app[METRICS].writes.labels("like" if liking else "unlike").inc()
+        request.app[METRICS].count_writes("like" if liking else "unlike")
+    await request.app[DURABILITY].commit(level, (key,))
     return reply(_like_reply(liking, result))
 
 
@@ -266,7 +266,7 @@ async def add_to_counter(request: web.Request) -> web.Response:
     value = request.app[STORE].add_to_counter(key, name, delta)
     await request.app[DURABILITY].commit(level, (key,))
     if delta:
-        request.app[METRICS].writes.labels("counter").inc()
+        request.app[METRICS].count_writes("counter")
     return reply({"value": value})
 
 
@@ -283,14 +283,17 @@ async def batch(request: web.Request) -> web.Response:
     """Many likes and unlikes: all validated first, then applied in order; one result per op."""
     ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
     level = request.app[DURABILITY].level(request.query.get("w"))
-    store, writes = request.app[STORE], request.app[METRICS].writes
+    store = request.app[STORE]
     results = []
+    changed = {"like": 0, "unlike": 0}
     for op in ops:
         liking = op.op == "like"
         outcome = store.like(op.key, op.user) if liking else store.unlike(op.key, op.user)
         results.append(_like_reply(liking, outcome))
-        if outcome.changed:
-            writes.labels(op.op).inc()
+        changed[op.op] += outcome.changed
+    for kind, count in changed.items():
+        if count:
+            request.app[METRICS].count_writes(kind, count)
     await request.app[DURABILITY].commit(level, [op.key for op in ops])  # one record, one fsync
     return reply({"results": results})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -35,6 +36,23 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.items = Gauge("likes_items", "Items held by this node.", registry=self.registry)
+        #: Label children already looked up: ``labels()`` costs about as much as a like itself.
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._writes: dict[str, Any] = {}
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        """One answered request."""
+        child = self._requests.get((method, route, status))
+        if child is None:
+            child = self._requests[(method, route, status)] = self.requests.labels(method, route, str(status))
+        child.inc()
+
+    def count_writes(self, kind: str, amount: int = 1) -> None:
+        """Local writes that changed state, of ``kind`` (like, unlike, counter)."""
+        child = self._writes.get(kind)
+        if child is None:
+            child = self._writes[kind] = self.writes.labels(kind)
+        child.inc(amount)
 
     def watch_items(self, count: Callable[[], int]) -> None:
         """Read the item count from ``count`` at each scrape."""

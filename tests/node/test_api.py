@@ -143,9 +143,15 @@ async def test_cluster_health_and_metrics(client: Client) -> None:
     assert cluster["items"] == 1 and len(cluster["fingerprint"]) == 32
     assert cluster["gossip"] == {"frames_sent": 0}
     assert await call(client, "GET", "/healthz") == {"status": "ok", "node": "n1"}
+    batch = {"ops": [{"op": "like", "type": "post", "id": 42, "user": u} for u in (1, 2, 3)]}
+    await call(client, "POST", "/v1/batch", json=batch)
+    assert cluster["wal"]["records"] == 1 and cluster["wal"]["fsync"] == "always"
     metrics = await client.get("/metrics")
     text = await metrics.text()
     assert metrics.status == 200 and "likes_items 1.0" in text and "likes_gossip_frames_sent" in text
+    assert 'likes_writes_total{kind="like"} 3.0' in text  # user 1 once, then 2 and 3 from the batch
+    route = 'method="PUT",route="/v1/items/{type}/{id}/likes/{user}",status="200"'
+    assert f"likes_http_requests_total{{{route}}} 1.0" in text
     page = await client.get("/")
     assert page.status == 200 and "like" in await page.text()
 
