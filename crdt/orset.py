@@ -23,7 +23,7 @@ Elements are unsigned 64-bit integers (user ids). Dots are packed ints (see ``cr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -94,18 +94,28 @@ class _DotIndex:
                     self.put(dot, element)
 
     def put(self, dot: int, element: int) -> None:
-        actor, counter = dot & ACTOR_MASK, dot >> ACTOR_BITS
-        run = self._runs.get(actor)
-        if run is None:
-            run = self._runs[actor] = [None]
-        size = len(run)
-        if counter < size:
-            run[counter] = element
-        elif counter - size <= _INDEX_MAX_GAP:
-            run.extend([None] * (counter - size))
-            run.append(element)
-        else:
-            self._sparse[dot] = element
+        self.put_many(((dot, element),))
+
+    def put_many(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Index each (dot, element); one call for a whole delta, since calls dominate the cost."""
+        runs, sparse = self._runs, self._sparse
+        actor = -1
+        run: list[int | None] = [None]
+        for dot, element in pairs:
+            counter = dot >> ACTOR_BITS
+            if dot & ACTOR_MASK != actor:  # a delta's dots mostly come from one actor in a row
+                actor = dot & ACTOR_MASK
+                run = runs.setdefault(actor, [None])
+            size = len(run)
+            if counter == size:  # the usual case: the actor's next dot
+                run.append(element)
+            elif counter < size:
+                run[counter] = element
+            elif counter - size <= _INDEX_MAX_GAP:
+                run.extend([None] * (counter - size))
+                run.append(element)
+            else:
+                sparse[dot] = element
 
     def elements_covered_by(self, cc: CausalContext) -> set[int | None]:
         """The elements that held, at some point, a dot ``cc`` covers (None stands for gaps)."""
@@ -168,8 +178,16 @@ class ORSet:
             raise TypeError(f"cannot merge {type(other).__name__} into ORSet")
         if other is self:
             return
-        held = self._join_held_by(other)
-        if other._cc.size() > held:  # other has seen dots it no longer holds: it removed something
+        theirs = other._entries
+        held = len(theirs)
+        if len(theirs) < len(self._entries):  # a delta: counting its dots first is cheap
+            held += sum(len(dots) - 1 for dots in theirs.values() if not isinstance(dots, int))
+            # Removals first: they touch only elements ``other`` does not hold, the join only those
+            # it does, so the order is free, and the dot index does not yet list the dots just added.
+            if other._cc.size() > held:  # other has seen dots it no longer holds: it removed something
+                self._drop_removed_by(other)
+            self._join_held_by(other)
+        elif other._cc.size() > self._join_held_by(other):
             self._drop_removed_by(other)
         self._cc.join(other._cc)
 
@@ -178,6 +196,7 @@ class ORSet:
         entries, cc, index = self._entries, self._cc, self._index
         vv, cloud = cc.vv, cc.cloud
         held = len(other._entries)
+        indexed: list[tuple[int, int]] = []
         for element, theirs in other._entries.items():
             ours = entries.get(element)
             if ours == theirs:
@@ -190,7 +209,7 @@ class ORSet:
                     continue
                 entries[element] = theirs
                 if index is not None:
-                    index.put(theirs, element)
+                    indexed.append((theirs, element))
                 continue
             ours_t = () if ours is None else _as_tuple(ours)
             theirs_t = _as_tuple(theirs)
@@ -203,8 +222,9 @@ class ORSet:
                 continue
             entries[element] = joined
             if index is not None:
-                for dot in new:
-                    index.put(dot, element)
+                indexed.extend((dot, element) for dot in new)
+        if index is not None and indexed:
+            index.put_many(indexed)
         return held
 
     def _drop_removed_by(self, other: ORSet) -> None:
