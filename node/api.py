@@ -336,15 +336,20 @@ async def cluster(request: web.Request) -> web.Response:
 
 def _wal_status(durability: Durability) -> dict[str, Any]:
     wal = durability.wal
-    recent = sorted(wal.fsync_seconds)
     return {
         "fsync": wal.fsync,
         "records": wal.records,
         "fsyncs": wal.fsyncs,
         "bytes_written": wal.bytes_written,
-        "fsync_p50_ms": round(recent[len(recent) // 2] * 1000, 3) if recent else None,
+        "fsync_p50_ms": _median_ms(wal.fsync_seconds),
+        "group_commit_p50_ms": _median_ms(wal.commit_seconds),
         "snapshots": durability.snapshots,
     }
+
+
+def _median_ms(seconds: list[float]) -> float | None:
+    recent = sorted(seconds)
+    return round(recent[len(recent) // 2] * 1000, 3) if recent else None
 
 
 def _checkpoint_status(app: web.Application) -> dict[str, Any]:
