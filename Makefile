@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= cluster.yaml
 
-.PHONY: up test lint install bench-crdt bench-cluster clean
+.PHONY: up test lint install bench-crdt bench-cluster bench-compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-crdt: install
 
 bench-cluster: install
 	$(BIN)/python -m bench cluster
+
+bench-compare: install
+	$(BIN)/python -m bench compare
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cluster, crdt
+from bench import cluster, compare, crdt
 
 GOSSIP_HELP = "override a cluster.yaml gossip setting, e.g. delta_interval_ms=20 (repeatable)"
 
@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     gb.add_argument("--seconds", type=float, default=20.0, help="load duration (20; quick 3)")
 
     add("cluster", "propagation, anti-entropy and gossip bytes together", "folder for the JSONs, cluster.md")
+
+    cmp = add("compare", "like throughput of one node vs no-op and usual designs", "folder for compare.*")
+    cmp.add_argument("--seconds", type=float, default=15.0, help="seconds per system after warm-up (15)")
+    cmp.add_argument("--connections", type=int, default=64, help="closed-loop concurrent connections (64)")
+    cmp.add_argument("--rate", type=float, default=compare.OPEN_RATE, help="open-loop likes/s, ours (3,333)")
+    cmp.add_argument("--items", type=int, default=1000, help="items the likes are spread over (1,000)")
+    cmp.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="load client (raw)")
+    cmp.add_argument("--redis-url", default=compare.DEFAULT_REDIS_URL, help="Redis of the usual design")
+    cmp.add_argument("--mysql-url", default=compare.DEFAULT_MYSQL_URL, help="MySQL server (no database)")
     return parser
 
 
@@ -54,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides = cluster.parse_overrides(getattr(args, "gossip", []))
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "compare":
+        compared = compare.run(
+            quick=args.quick,
+            seconds=args.seconds,
+            connections=args.connections,
+            out=args.out,
+            redis_url=args.redis_url,
+            mysql_url=args.mysql_url,
+            rate=args.rate,
+            items=args.items,
+            client=args.client,
+        )
+        print(compare.render(compared))
+        return 0 if args.quick or compare.all_met(compared) else 1
     if args.command == "crdt":
         results = crdt.run(elements=args.elements, quick=args.quick, out=args.out)
         print(crdt.render(results))

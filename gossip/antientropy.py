@@ -97,9 +97,10 @@ class AntiEntropy:
 
     # -- the index --------------------------------------------------------------------------------
 
-    def refresh(self, limit: int | None = None) -> int:
+    def refresh(self, limit: int | None = None, *, for_round: bool = True) -> int:
         """Re-index keys the replica reports changed (up to ``limit``); how many remain to index now
-        (settling keys wait, uncounted)."""
+        (settling keys wait, uncounted). Between rounds (``for_round`` false) even hot keys wait:
+        digesting a hot item at every change would cost far more than the round that needs it."""
         changed = self._replica.drain_changed()
         if self.noting_changes:
             now = time.monotonic()
@@ -120,7 +121,7 @@ class AntiEntropy:
             self._stale.update(dict.fromkeys(changed))
         # A settling key is digested once it settles: a hot item changing all the time would
         # otherwise be re-encoded at every refresh, and rounds leave it alone anyway.
-        settling = self._settling()
+        settling = self._settling(repair_window=for_round)
         budget = len(self._stale) if limit is None else limit
         deferred: list[bytes] = []
         while self._stale and budget > 0:
@@ -230,12 +231,12 @@ class AntiEntropy:
             wanted = tuple(key for key, state in batch if state is None)
             self._send(peer, States(self._origin(), shipped, wanted))
 
-    def _settling(self) -> Callable[[bytes], bool]:
+    def _settling(self, *, repair_window: bool = True) -> Callable[[bytes], bool]:
         """Whether a key is left to deltas this round (see the module docstring)."""
         now = time.monotonic()
         horizon = now - self._health(self._settle)
         changed_at, since = self._changed_at, self._settling_since
-        if time.time() % self._repair_period < self._repair_window:
+        if repair_window and time.time() % self._repair_period < self._repair_window:
             hot = now - self._repair_period
             return lambda key: changed_at.get(key, 0.0) >= horizon and since.get(key, now) > hot
         return lambda key: changed_at.get(key, 0.0) >= horizon

@@ -221,14 +221,17 @@ class Gossiper:
             # An overloaded member repairs less often: its differences are mostly deltas in its queue.
             interval = self._membership.awareness.scale(self._config.anti_entropy_interval)
             await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
-            await self._anti_entropy.catch_up()
-            self.anti_entropy_round()
+            if self._membership.live_peers():  # alone, an index is work nobody reads
+                await self._anti_entropy.catch_up()
+                self.anti_entropy_round()
 
     async def _run_indexing(self) -> None:
-        """Index changes every delta interval: small steady slices, and exact change times."""
+        """Index changes every delta interval: small steady slices, and exact change times. Alone,
+        changes wait in the replica; the first round after a peer appears indexes them in slices."""
         while True:
             await asyncio.sleep(self._config.delta_interval)
-            self._anti_entropy.refresh(CATCH_UP_SLICE)
+            if self._membership.live_peers():
+                self._anti_entropy.refresh(CATCH_UP_SLICE, for_round=False)
 
     def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
         """Run ``loop`` until stop, restarting it if it ever fails (a bug must not end gossip)."""
