@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 
 from bench.peers.noop import LIKE_ROUTE, InvalidLike, error_reply, healthz, like_reply, parse_like, reply
 from bench.peers.noop import main as peer_main
+from node.checkpoint.mysql_sink import LIKE_RECORDS_DDL
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,8 @@ end
 return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
-#: ``like_records`` as the existing services (and our MySQL sink) keep it.
-LIKE_RECORDS = """CREATE TABLE IF NOT EXISTS like_records (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    user_id BIGINT UNSIGNED NOT NULL,
-    content_id BIGINT UNSIGNED NOT NULL,
-    content_type VARCHAR(20) NOT NULL,
-    created_at DATETIME(3) NOT NULL,
-    updated_at DATETIME(3) NOT NULL,
-    is_canceled TINYINT NOT NULL DEFAULT 0,
-    UNIQUE KEY uk_user_content (user_id, content_id, content_type),
-    KEY idx_content (content_id, content_type)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+#: ``like_records`` as the existing services keep it: the very table our MySQL sink writes.
+LIKE_RECORDS = LIKE_RECORDS_DDL
 #: A like of a live row changes nothing; a like of a canceled one revives it (as our sink does).
 UPSERT_RECORDS = (
     "INSERT INTO like_records (user_id, content_id, content_type, created_at, updated_at) VALUES {rows} "

@@ -45,8 +45,8 @@ from node.checkpoint.sink import DEFAULT_TIMEOUT, ItemCheckpoint
 from node.errors import SinkDataError, SinkUnavailable
 from node.item import ItemKey
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS like_records (
+#: ``like_records`` exactly as existing like services keep it (the benchmark's peers create it too).
+LIKE_RECORDS_DDL = """CREATE TABLE IF NOT EXISTS like_records (
         id BIGINT AUTO_INCREMENT PRIMARY KEY,
         user_id BIGINT UNSIGNED NOT NULL,
         content_id BIGINT UNSIGNED NOT NULL,
@@ -56,7 +56,9 @@ _SCHEMA = (
         is_canceled TINYINT NOT NULL DEFAULT 0,
         UNIQUE KEY uk_user_content (user_id, content_id, content_type),
         KEY idx_content (content_id, content_type)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+_SCHEMA = (
+    LIKE_RECORDS_DDL,
     """CREATE TABLE IF NOT EXISTS like_item_state (
         content_type VARCHAR(20) NOT NULL,
         content_id BIGINT UNSIGNED NOT NULL,
