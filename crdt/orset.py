@@ -148,6 +148,11 @@ class ORSet:
 
     def add(self, actor: str, element: int) -> ORSet:
         """Add ``element`` as ``actor``; return the delta (an independent ORSet)."""
+        return ORSet.of_dots(((element, self.add_dot(actor, element)),))
+
+    def add_dot(self, actor: str, element: int) -> int:
+        """Add ``element`` as ``actor`` and return the new dot alone: ``of_dots`` makes deltas of
+        many such dots at once, cheaper than one delta per add."""
         check_element(element)
         dot = self._cc.next_dot(actor_index(actor))
         self._cc.add(dot)
@@ -155,9 +160,17 @@ class ORSet:
         self._entries[element] = dot if held is None else tuple(sorted((*_as_tuple(held), dot)))
         if self._index is not None:
             self._index.put(dot, element)
-        delta = ORSet()
-        delta._entries[element] = dot
-        delta._cc.add(dot)
+        return dot
+
+    @classmethod
+    def of_dots(cls, added: Iterable[tuple[int, int]]) -> ORSet:
+        """The delta of the adds ``(element, dot)`` (dots as ``add_dot`` returned them)."""
+        delta = cls()
+        entries, cc = delta._entries, delta._cc
+        for element, dot in added:
+            held = entries.get(element)
+            entries[element] = dot if held is None else tuple(sorted((*_as_tuple(held), dot)))
+            cc.add(dot)
         return delta
 
     def remove(self, element: int) -> ORSet:

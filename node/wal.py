@@ -7,9 +7,10 @@ lost neighbour gives a state that anti-entropy completes. That is what makes rec
 - ``wal-<segment>.log`` files hold records framed as ``length u32, crc32 u32, payload``; a record
   whose length or CRC does not check (a torn write at power loss, garbage appended) ends what is
   read of that segment. The damaged tail of the live segment is cut off and reported.
-- **Group commit**: ``append`` buffers the record and returns a future; one committer task writes
+- **Group commit**: ``append`` buffers the record and returns a future; one writer thread writes
   every buffered record and fsyncs once, so all requests waiting when an fsync starts share it.
-  While one fsync runs, the next group gathers.
+  While one fsync runs, the next group gathers, and the thread takes it the moment the fsync
+  returns: the event loop only hears which futures to complete.
 - **Snapshots** bound restart time and disk: ``rotate`` starts a new segment at an instant when the
   store holds everything logged so far; the caller then writes the store's states (possibly newer
   than that instant; replaying newer deltas over them is harmless), and ``install_snapshot`` makes
@@ -28,6 +29,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -124,12 +126,16 @@ class WriteAheadLog:
         self._segment = 0
         self._file: Any = None
         self._offset = 0
+        #: Records appended and not yet taken by the writer thread, and the futures waiting on them.
         self._buffer = bytearray()
         self._waiters: list[asyncio.Future[None]] = []
-        self._wakeup: asyncio.Event | None = None
-        self._committer: asyncio.Task[None] | None = None
+        #: Guards ``_buffer``, ``_waiters`` and ``_closing``; the writer thread waits on it.
+        self._pending = threading.Condition()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: threading.Thread | None = None
         #: Held while a group is written, so a rotation never closes a segment under a write.
-        self._io = asyncio.Lock()
+        self._io = threading.Lock()
         self._failure: BaseException | None = None
         #: Counters for metrics: fsyncs, records, bytes; recent fsync latencies (the disk's part) and
         #: group commit latencies (append to durable, thread hand-offs included), in seconds.
@@ -200,21 +206,23 @@ class WriteAheadLog:
         self._offset = self._file.tell()
         _fsync_directory(self.directory)
 
-    # -- the committer ----------------------------------------------------------------------------------
+    # -- the writer thread -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the group-commit task (inside the running event loop)."""
-        self._wakeup = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_loop(), name="wal committer")
+        """Start the writer thread; call it inside the running event loop, which hears of each group."""
+        self._loop = asyncio.get_running_loop()
+        self._writer = threading.Thread(target=self._write_groups, name="wal writer", daemon=True)
+        self._writer.start()
 
     async def close(self) -> None:
-        """Commit what is buffered, stop the committer, close the segment."""
-        if self._committer is not None:
+        """Commit what is buffered, stop the writer thread, close the segment."""
+        if self._writer is not None:
             await self.flush()
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-            self._committer = None
+            with self._pending:
+                self._closing = True
+                self._pending.notify()
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -223,49 +231,74 @@ class WriteAheadLog:
         """Log ``pairs`` as one record; the future completes once the record is durable."""
         if self._failure is not None:
             raise DataDirError(f"the write-ahead log failed: {self._failure}")
+        assert self._loop is not None, "start() the log before appending"
         record = encode_record(pairs)
-        self._buffer += record
+        future = self._loop.create_future()
+        with self._pending:
+            self._buffer += record
+            self._waiters.append(future)
+            self._pending.notify()
         self.records += 1
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        assert self._wakeup is not None, "start() the log before appending"
-        self._wakeup.set()
         return future
 
     async def flush(self) -> None:
-        """Wait until everything appended so far is durable."""
-        if self._waiters:
-            await asyncio.gather(*self._waiters, return_exceptions=True)
+        """Wait until everything appended so far is durable (or has failed)."""
+        if self._writer is None or self._failure is not None:
+            return
+        assert self._loop is not None
+        marker = self._loop.create_future()  # groups complete in order: this one completes last
+        with self._pending:
+            self._waiters.append(marker)
+            self._pending.notify()
+        with contextlib.suppress(DataDirError):
+            await marker
 
-    async def _commit_loop(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
+    def _write_groups(self) -> None:
+        """The writer thread: take every record buffered, write and fsync them as one group, repeat.
+
+        The next group is taken the moment an fsync returns, without waiting for the event loop, which
+        meanwhile answers the requests of the group just made durable.
+        """
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if not self._buffer:
-                continue
-            async with self._io:
+            with self._pending:
+                while not self._waiters and not self._closing:
+                    self._pending.wait()
+                if not self._waiters:
+                    return
                 data, self._buffer = bytes(self._buffer), bytearray()
                 waiters, self._waiters = self._waiters, []
-                started = loop.time()
+            started = time.monotonic()
+            error: DataDirError | None = None
+            if self._failure is not None:
+                error = DataDirError(f"the write-ahead log failed: {self._failure}")
+            elif data:
                 try:
-                    await asyncio.to_thread(self._write, data)
+                    with self._io:
+                        self._write(data)
                 except Exception as exc:  # a full or failing disk: refuse every write from now on
                     self._failure = exc
                     log.exception("write-ahead log failed; the node refuses writes from now on")
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(DataDirError(f"the write-ahead log failed: {exc}"))
-                    continue
-            self.commit_seconds.append(loop.time() - started)
-            del self.commit_seconds[:-256]
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+                    error = DataDirError(f"the write-ahead log failed: {exc}")
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                self._loop.call_soon_threadsafe(self._complete, waiters, error, started)
+
+    def _complete(
+        self, waiters: list[asyncio.Future[None]], error: DataDirError | None, started: float
+    ) -> None:
+        """In the event loop: answer a group's waiters."""
+        self.commit_seconds.append(time.monotonic() - started)
+        del self.commit_seconds[:-256]
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
     def _write(self, data: bytes) -> None:
-        """Write a group and make it durable (in a worker thread)."""
+        """Write a group and make it durable (in the writer thread, holding ``_io``)."""
         self._file.write(data)
         self._offset += len(data)
         self.bytes_written += len(data)
@@ -289,11 +322,14 @@ class WriteAheadLog:
     async def rotate(self) -> int:
         """Send later appends to a new segment; the last segment number a snapshot must cover.
 
-        Capture the store right after this returns, in the same event-loop step: everything logged
-        so far is then in the store. Records still buffered go to the new segment, and replaying
-        them over the snapshot is harmless.
+        Capture the store after this returns: everything logged so far is then in the store (writes
+        are applied before they are logged). Records still buffered go to the new segment, and
+        replaying them over the snapshot is harmless.
         """
-        async with self._io:
+        return await asyncio.to_thread(self._rotate)
+
+    def _rotate(self) -> int:
+        with self._io:  # never close a segment under a group being written
             covered = self._segment
             self._file.close()
             self._segment += 1

@@ -42,6 +42,9 @@ LARGE_ITEM_LIKES = 10_000
 #: Seconds between state writes of a large item.
 LARGE_STATE_INTERVAL = 30.0
 
+#: Seconds of checkpoint building between yields to the event loop (requests wait meanwhile).
+BUILD_SLICE = 0.002
+
 #: The names of the live members (this node included), for ownership.
 LiveMembers = Callable[[], Iterable[str]]
 
@@ -124,7 +127,7 @@ class Lane:
                 self._opened = True
             while self._pending:
                 taken = dict(list(self._pending.items())[: self._batch_items])
-                batch = [_checkpoint(store, raw, p, state_written, now_ms) for raw, p in taken.items()]
+                batch = await _checkpoints(store, taken, state_written, now_ms)
                 await self.sink.write(batch)
                 for raw in taken:
                     if self._pending.get(raw) is taken[raw]:
@@ -153,6 +156,21 @@ class Lane:
             down=self._backoff > 0,
             last_error=self.last_error,
         )
+
+
+async def _checkpoints(
+    store: LikeStore, taken: dict[bytes, _Pending], state_written: dict[bytes, float], now_ms: int
+) -> list[ItemCheckpoint]:
+    """The checkpoints of ``taken``, built in slices of ``BUILD_SLICE`` seconds: encoding hundreds of
+    item states at once would stall every request for tens of milliseconds."""
+    batch: list[ItemCheckpoint] = []
+    deadline = time.monotonic() + BUILD_SLICE
+    for raw, pending in taken.items():
+        batch.append(_checkpoint(store, raw, pending, state_written, now_ms))
+        if time.monotonic() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + BUILD_SLICE
+    return batch
 
 
 def _checkpoint(
