@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= cluster.yaml
 
-.PHONY: up test lint install bench-crdt bench-cluster bench-compare clean
+.PHONY: up test lint install bench-crdt bench-cluster bench-compare bench-scenarios clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench-cluster: install
 
 bench-compare: install
 	$(BIN)/python -m bench compare
+
+# Every workload scenario at full size (hot-post alone offers 1,000,000 likes over 5 minutes, twice).
+bench-scenarios: install
+	$(BIN)/python -m bench scenarios
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,8 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cluster, compare, crdt
+from bench import cluster, compare, crdt, scenarios
 
+#: The fault harness's nemeses (``bench.faults.NEMESES``; that module is imported only when run).
+NEMESES = ("partition", "kill", "pause", "proxy", "sinks")
 GOSSIP_HELP = "override a cluster.yaml gossip setting, e.g. delta_interval_ms=20 (repeatable)"
 
 
@@ -52,6 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="load client (raw)")
     cmp.add_argument("--redis-url", default=compare.DEFAULT_REDIS_URL, help="Redis of the usual design")
     cmp.add_argument("--mysql-url", default=compare.DEFAULT_MYSQL_URL, help="MySQL server (no database)")
+
+    def scenario_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--nodes", type=int, default=3, help="nodes of the cluster started (3)")
+        command.add_argument("--urls", nargs="+", metavar="URL", help="load a running cluster instead")
+        command.add_argument("--redis-url", default=compare.DEFAULT_REDIS_URL, help="Redis for the sinks")
+        command.add_argument(
+            "--mysql-url", default=compare.DEFAULT_MYSQL_URL, help="MySQL server for the sinks"
+        )
+
+    one = add(
+        "scenario", "one workload scenario on a real cluster", "folder for scenario-*.json, scenarios.*"
+    )
+    one.add_argument("name", choices=scenarios.NAMES, help="the scenario")
+    one.add_argument("--max", action="store_true", help="hot-post: closed loop at maximum rate")
+    one.add_argument("--users", type=int, help="hot-post: distinct users (1,000,000; quick 2,000)")
+    one.add_argument("--rate", type=float, help="open-loop requests/s offered (the scenario's own)")
+    one.add_argument("--seconds", type=float, help="load duration (the scenario's own)")
+    sinks = one.add_mutually_exclusive_group()
+    sinks.add_argument("--sinks", action="store_true", default=None, help="checkpoint to Redis and MySQL")
+    sinks.add_argument("--no-sinks", dest="sinks", action="store_false", help="no Redis and MySQL sinks")
+    scenario_options(one)
+    every = add(
+        "scenarios", "every scenario, each on its own cluster", "folder for scenario-*.json, scenarios.*"
+    )
+    scenario_options(every)
+    jepsen = add("faults", "no loss, no duplication under faults (Jepsen-style)", "folder for faults.json")
+    jepsen.add_argument("--nemesis", nargs="+", choices=NEMESES, default=list(NEMESES), help="(all)")
+    jepsen.add_argument("--seconds", type=float, help="seconds of faults per nemesis (the issue's figures)")
+    jepsen.add_argument("--nodes", type=int, default=5, help="nodes of the cluster (5)")
     return parser
 
 
@@ -63,6 +94,40 @@ def main(argv: list[str] | None = None) -> int:
         overrides = cluster.parse_overrides(getattr(args, "gossip", []))
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "faults":
+        from bench import faults  # imports the test proxies: run from the repository root
+
+        found = faults.run(
+            args.nemesis, seconds=args.seconds, nodes=args.nodes, out=args.out, quick=args.quick
+        )
+        print(faults.render(found))
+        return 0 if args.quick or faults.all_met(found) else 1
+    if args.command in ("scenario", "scenarios"):
+        options = {
+            "nodes": args.nodes,
+            "urls": args.urls,
+            "redis_url": args.redis_url,
+            "mysql_url": args.mysql_url,
+        }
+        try:
+            if args.command == "scenarios":
+                ran = scenarios.run_all(quick=args.quick, out=args.out, **options)
+            else:
+                name = "hot-post-max" if args.name == "hot-post" and args.max else args.name
+                chosen = scenarios.scenario(
+                    name,
+                    quick=args.quick,
+                    users=args.users,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    sinks=args.sinks,
+                )
+                ran = {name: scenarios.run_scenario(chosen, quick=args.quick, out=args.out, **options)}
+        except scenarios.ScenarioError as exc:
+            print(f"scenario not run: {exc}", file=sys.stderr)
+            return 2
+        print(scenarios.render(ran))
+        return 0 if args.quick or scenarios.all_met(ran) else 1
     if args.command == "compare":
         compared = compare.run(
             quick=args.quick,

@@ -398,6 +398,11 @@ async def _anti_entropy(items: int, seed: int) -> dict[str, Any]:
         repair_s = time.perf_counter() - started
         await asyncio.sleep(0.2)  # a push-pull round may end with a frame back to A: count it too
         spent = _ae_bytes(a, b) - before
+
+        async def all_indexed() -> bool:  # the repaired key left A's tree while it settled
+            return bool(a.stats()["anti_entropy_keys_indexed"] == items)
+
+        await eventually(all_indexed, timeout=AE_ROUND_WAIT, interval=0.01)
         return {
             "items": items,
             "load_s": load_s,

@@ -20,6 +20,7 @@ a figure (``bound_by``): the server's core, the load generator's, or neither (wa
 
 After each load the stored result is checked against what was acknowledged: ours (sum of counts),
 MySQL rows and counters of the peers, and how long the usual design's queue took to reach MySQL.
+Output: ``compare.json``, ``compare.md`` and ``compare.png`` (throughput and latency per system).
 Goals: ours >= 0.8x the no-op, >= 1.7x the usual design; at 3,333/s offered, p99 <= 25 ms, no error.
 """
 
@@ -351,6 +352,8 @@ def load(
         return finish
 
     result = run_load(spec, on_measure=on_measure)
+    for per_item in ("expected_counts", "uncertain_counts", "planned_counts", "planned_ops"):
+        result.pop(per_item, None)  # ours is checked by its total below; the peers keep no items
     result["cpu"] = result.pop("watch", None)
     result["bound_by"] = bound_by(result["cpu"], placement)
     return result
@@ -554,6 +557,9 @@ def run(
     write_json(out, "compare.json", results)
     if out is not None:
         (out / "compare.md").write_text(render(results) + "\n")
+        from bench import charts  # matplotlib loads only when a chart is drawn
+
+        charts.compare_chart(results, out / "compare.png")
     return results
 
 

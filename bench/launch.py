@@ -3,9 +3,11 @@
 Benchmarks must describe what we ship, so the cluster file is the repository's ``cluster.yaml`` with
 only the nodes (free loopback ports), the data directory and the secret replaced: gossip timings, API
 limits, storage and checkpoint settings are the shipped ones. A measurement that needs other gossip
-timings passes overrides, and its result records them. Each cluster gets its own directory (config,
-data, log); its secret travels through an environment variable, never a file, and other ``LIKES_*``
-variables of the caller's shell are not passed on, so they cannot change what is measured.
+timings passes overrides, and its result records them; one that measures the Redis and MySQL sinks
+passes checkpoint keys (its private ``redis_prefix`` and database), the rest staying shipped. Each
+cluster gets its own directory (config, data, log); its secret travels through an environment
+variable, never a file, and other ``LIKES_*`` variables of the caller's shell are not passed on, so
+they cannot change what is measured.
 
 Start-up is over only when every node answers ``/healthz`` *and* sees every member alive: a
 measurement started earlier would time the failure detector, not replication. Every wait is bounded;
@@ -112,6 +114,7 @@ class LocalCluster:
         start_timeout: float = START_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
         gossip: Mapping[str, int] | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> None:
         if n_nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -123,6 +126,8 @@ class LocalCluster:
             raise ValueError(f"unknown gossip setting(s): {', '.join(sorted(unknown))}")
         self.n_nodes = n_nodes
         self.gossip: dict[str, int] = {**dataclasses.asdict(shipped_gossip), **gossip}
+        #: Checkpoint keys set over the shipped ones (sinks: ``redis_url``, ``redis_prefix``, ``mysql_url``).
+        self.checkpoint: dict[str, Any] = dict(checkpoint or {})
         self.names = [f"n{i + 1}" for i in range(n_nodes)]
         self.urls: list[str] = []
         self._root_dir = root_dir
@@ -223,6 +228,11 @@ class LocalCluster:
             storage = {}
         raw["storage"] = {**storage, "data_dir": str(self.directory / "data")}
         raw["gossip"] = dict(self.gossip)
+        if self.checkpoint:
+            shipped_checkpoint = raw.get("checkpoint")
+            if not isinstance(shipped_checkpoint, dict):
+                shipped_checkpoint = {}
+            raw["checkpoint"] = {**shipped_checkpoint, **self.checkpoint}
         raw["security"] = {"secret_env": self._secret_env}
         return "# Written by bench.launch from the shipped cluster.yaml.\n" + yaml.safe_dump(
             raw, sort_keys=False

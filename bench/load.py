@@ -1,6 +1,8 @@
 """Load generation for like throughput and latency: separate processes, keep-alive HTTP, HDR histograms.
 
-Two modes, both sending ``PUT /v1/items/{type}/{id}/likes/{user}`` spread over a list of base URLs:
+Two modes, both sending requests of one shape (``LoadSpec.shape``) spread over a list of base URLs:
+``like`` (``PUT /v1/items/{type}/{id}/likes/{user}``, the default), ``zipf`` (likes of Zipf-popular
+items and unlikes of earlier likes), ``counts`` (``POST /v1/counts``) or ``batch`` (``POST /v1/batch``):
 
 - **closed loop** (``mode="closed"``): ``connections`` requests are always outstanding; each answer
   sends the next one. This finds the maximum rate a system sustains; latency is answer time minus
@@ -24,6 +26,12 @@ time (``warmup + seconds``, then at most ``timeout`` for the last answers) and i
 (``max_requests`` over all workers). Users are distinct per request (``user_base + worker *
 USER_STRIDE + i``), so every like is new work for the server; items cycle over ``items`` ids.
 
+An open-loop load that falls ``timeout`` seconds behind its schedule stops sending: the requests
+left count as errors (``NOT_SENT``), as do those still unanswered when it ends (``ABANDONED``).
+
+Each worker also tallies, per item, the net count change its answers acknowledged (``changed``) and
+the write operations whose request failed: what the servers must hold afterwards, to the operation.
+
 Errors are counted by kind: ``http <status>`` or the exception's class name. A 200 whose body does
 not say ``changed: true`` counts as ``unchanged``: with distinct users it means the server did not
 do the work it was asked to.
@@ -34,12 +42,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import queue
+import random
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -53,8 +63,20 @@ USER_STRIDE = 10**12
 HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS = 1, 3_600_000_000, 3
 #: Requests one open-loop worker lets be outstanding; past it, sends wait (and their latency shows it).
 MAX_IN_FLIGHT = 10_000
+#: The error kind of open-loop requests still unsent ``timeout`` seconds after the load should have ended.
+NOT_SENT = "not sent: schedule overran"
+#: The error kind of requests that found no idle connection to their node within ``timeout``.
+NO_CONNECTION = "no free connection within the timeout"
+#: The error kind of open-loop requests still waiting for a channel or an answer when the load ends.
+ABANDONED = "abandoned: no answer by the end"
 #: How long the parent waits for workers to say they are ready (spawned, connections open), in seconds.
 READY_TIMEOUT = 60.0
+#: The ``counts`` shape expects item k to hold ``k % POPULATED_SPREAD + 1`` likes (see populated_count).
+POPULATED_SPREAD = 5
+#: An unlike of the ``zipf`` shape targets a like made at least this many requests earlier.
+UNLIKE_LAG = 32
+#: Requests a ``zipf`` worker may plan (its plan is held in memory).
+MAX_PLANNED = 2_000_000
 #: Percentiles reported, as (key, percentile).
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p99_9_ms", 99.9))
 
@@ -82,6 +104,19 @@ class LoadSpec:
     timeout: float = 10.0
     #: ``raw``: a minimal keep-alive HTTP/1.1 client (cheap); ``aiohttp``: its client session.
     client: Literal["raw", "aiohttp"] = "raw"
+    #: What a request is: ``like`` (PUT a new user's like, items in turn); ``zipf`` (a new user's like
+    #: of a Zipf-popular item, or with ``unlike_share`` an unlike of an earlier acknowledged like, sent
+    #: to the node of the user); ``counts`` (``POST /v1/counts`` of ``per_request`` items populated as
+    #: ``populated_count`` says, every answer checked); ``batch`` (``POST /v1/batch`` of
+    #: ``per_request`` new users' likes, items in turn).
+    shape: Literal["like", "zipf", "counts", "batch"] = "like"
+    per_request: int = 1
+    unlike_share: float = 0.0
+    zipf_exponent: float = 1.0
+    #: Item ids are ``item_base + k`` for k below ``items``.
+    item_base: int = 0
+    #: Seeds the ``zipf`` plan (each worker its own stream).
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -96,6 +131,17 @@ class LoadSpec:
             raise ValueError("need at least one worker and one connection per worker")
         if self.seconds <= 0 or self.warmup < 0 or self.max_requests < self.workers:
             raise ValueError("seconds must be positive, warmup non-negative, max_requests >= workers")
+        if self.connections // self.workers < len(self.urls):
+            raise ValueError("every worker needs at least one connection per URL")
+        if self.shape not in ("like", "zipf", "counts", "batch"):
+            raise ValueError(f"unknown request shape {self.shape!r}")
+        if self.per_request < 1 or self.items < 1 or not 0.0 <= self.unlike_share <= 0.9:
+            raise ValueError("per_request and items must be >= 1, unlike_share within [0, 0.9]")
+        planned = self.max_requests
+        if self.mode == "open":
+            planned = min(planned, int((self.warmup + self.seconds) * self.rate))
+        if self.shape == "zipf" and planned > MAX_PLANNED * self.workers:
+            raise ValueError(f"a zipf load plans at most {MAX_PLANNED:,} requests per worker")
 
 
 def new_histogram() -> HdrHistogram:
@@ -139,6 +185,17 @@ class _Tally:
     last_done: float = 0.0
     #: Answers saying ``changed: true``, warm-up included: what the server must now hold.
     changes_acked: int = 0
+    #: Operations (likes, unlikes, items counted) in the measured window's successful requests.
+    ops_ok: int = 0
+    #: Per item id, the net count change acknowledged (warm-up included): the state to expect.
+    expected: Counter[int] = dataclasses.field(default_factory=Counter)
+    #: Open loop: requests never sent because the schedule was past its bound (see ``NOT_SENT``).
+    sent_not: int = 0
+    #: Per item id, write operations whose request failed: each may or may not have been applied.
+    uncertain: Counter[int] = dataclasses.field(default_factory=Counter)
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class _AiohttpChannel:
@@ -152,8 +209,11 @@ class _AiohttpChannel:
         async with self.client.get(f"{self.url}/healthz") as response:
             await response.read()
 
-    async def put(self, path: str) -> tuple[int, bytes]:
-        async with self.client.put(self.url + path) as response:
+    async def send(self, method: bytes, path: str, body: bytes) -> tuple[int, bytes]:
+        headers = JSON_HEADERS if body else None
+        async with self.client.request(
+            method.decode(), self.url + path, data=body or None, headers=headers
+        ) as response:
             return response.status, await response.read()
 
     def expire(self, now: float, timeout: float) -> None:
@@ -165,7 +225,7 @@ class _AiohttpChannel:
 
 class _RawChannel(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for this load: a
-    pre-built ``PUT`` with no body, one request at a time (no pipelining), and a response read by its
+    pre-built request head, one request at a time (no pipelining), and a response read by its
     ``Content-Length``. It costs the client several times less CPU per request than ``aiohttp``'s
     client, which matters when one load core must outrun one server core. A broken or timed-out
     connection fails its request and is opened again for the next one."""
@@ -176,10 +236,10 @@ class _RawChannel(asyncio.Protocol):
             raise ValueError(f"the raw client speaks plain http to a host:port, not {url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
         # The headers curl sends: a realistic minimum, the same for every system measured.
-        self.tail = (
+        self.head = (
             f" HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUser-Agent: likes-bench/1\r\nAccept: */*\r\n"
-            "Content-Length: 0\r\n\r\n"
         ).encode()
+        self.empty = self.head + b"Content-Length: 0\r\n\r\n"
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -192,13 +252,18 @@ class _RawChannel(asyncio.Protocol):
         async with asyncio.timeout(self.timeout):
             await loop.create_connection(lambda: self, self.host, self.port)
 
-    async def put(self, path: str) -> tuple[int, bytes]:
+    async def send(self, method: bytes, path: str, body: bytes) -> tuple[int, bytes]:
         if self.transport is None or self.transport.is_closing():
             await self.open()
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.sent_at = time.monotonic()
-        self.transport.write(b"PUT " + path.encode() + self.tail)
+        start = method + b" " + path.encode()
+        if body:
+            length = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            self.transport.write(start + self.head + length + body)
+        else:
+            self.transport.write(start + self.empty)
         return await self.waiter
 
     def expire(self, now: float, timeout: float) -> None:
@@ -249,43 +314,188 @@ class _RawChannel(asyncio.Protocol):
 Channel = _AiohttpChannel | _RawChannel
 
 
+def populated_count(item: int) -> int:
+    """How many likes the ``counts`` shape expects item ``item`` (an offset from ``item_base``) to
+    hold: the caller populates them so before the load, and every answer is checked against it."""
+    return item % POPULATED_SPREAD + 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    """One request of the load: where it goes, what it carries, what it writes, what it waits for."""
+
+    url: int
+    method: bytes
+    path: str
+    body: bytes
+    #: The item ids each write operation touches, with +1 (like) or -1 (unlike); empty for reads.
+    writes: tuple[tuple[int, int], ...]
+    #: Index of an earlier request of this worker that must be answered first (an unlike's like).
+    after: int | None = None
+
+
+class ZipfPlan:
+    """One worker's likes and unlikes over Zipf-popular items, decided before the clock starts.
+
+    Every like is by a new user, so each (user, item) pair is liked once; a share of the requests
+    unlike a like made at least ``UNLIKE_LAG`` requests earlier, and is sent only once that like is
+    answered and to the same node (users are routed by id), so the unlike always observes it. The
+    final state is therefore known: likes minus unlikes per item (``planned``)."""
+
+    def __init__(self, spec: LoadSpec, index: int, count: int, user0: int) -> None:
+        rng = random.Random(spec.seed * 1_000_003 + index)
+        weights = [1.0 / (rank + 1) ** spec.zipf_exponent for rank in range(spec.items)]
+        ranks = rng.choices(range(spec.items), cum_weights=list(itertools.accumulate(weights)), k=count)
+        self.items: list[int] = []
+        self.users: list[int] = []
+        self.after: dict[int, int] = {}
+        self.planned: Counter[int] = Counter()
+        eligible: list[int] = []
+        next_eligible = 0
+        likes: list[int] = []
+        for i in range(count):
+            while next_eligible < len(likes) and likes[next_eligible] <= i - UNLIKE_LAG:
+                eligible.append(likes[next_eligible])
+                next_eligible += 1
+            if eligible and rng.random() < spec.unlike_share:
+                at = rng.randrange(len(eligible))
+                target = eligible[at]
+                eligible[at] = eligible[-1]
+                eligible.pop()
+                self.after[i] = target
+                self.items.append(self.items[target])
+                self.users.append(self.users[target])
+                self.planned[self.items[target]] -= 1
+            else:
+                item = spec.item_base + ranks[i]
+                self.items.append(item)
+                self.users.append(user0 + i)
+                self.planned[item] += 1
+                likes.append(i)
+        self.unlikes = len(self.after)
+        self.likes = count - self.unlikes
+        self.targets = frozenset(self.after.values())
+
+
 class _Worker:
-    """One process's share of a ``LoadSpec``: one channel per connection, channel j to URL j mod n."""
+    """One process's share of a ``LoadSpec``: its connections spread over the URLs (connection j to
+    URL (j + worker) mod n), and each request sent on an idle connection to the URL it is for."""
 
     def __init__(self, spec: LoadSpec, index: int) -> None:
         self.spec = spec
         self.index = index
         self.connections = spec.connections // spec.workers + (index < spec.connections % spec.workers)
-        self.budget = spec.max_requests // spec.workers
+        self.request_bound = spec.max_requests // spec.workers + (index < spec.max_requests % spec.workers)
+        self.budget = self.request_bound
+        if spec.mode == "open":
+            self.budget = min(self.budget, int((spec.warmup + spec.seconds) * spec.rate / spec.workers))
         self.user0 = spec.user_base + index * USER_STRIDE
         self.tally = _Tally()
         self.measure_from = 0.0
         self.stop_at = 0.0
+        self.idle: list[asyncio.Queue[Channel]] = []
+        self.answered: dict[int, asyncio.Event] = {}
+        self.zipf = ZipfPlan(spec, index, self.budget, self.user0) if spec.shape == "zipf" else None
+        self.reads: list[tuple[bytes, list[int]]] = self._read_bodies() if spec.shape == "counts" else []
 
-    def path(self, i: int) -> str:
-        """The i-th request of this worker: a new user; items taken in turn."""
+    def _read_bodies(self) -> list[tuple[bytes, list[int]]]:
+        """Every distinct ``POST /v1/counts`` body of this load, with the counts it must get back."""
+        spec, bodies = self.spec, []
+        for start in range(0, spec.items, spec.per_request):
+            offsets = [(start + j) % spec.items for j in range(spec.per_request)]
+            refs = [{"type": spec.content_type, "id": spec.item_base + k} for k in offsets]
+            bodies.append((orjson.dumps({"items": refs}), [populated_count(k) for k in offsets]))
+        return bodies
+
+    def request_of(self, i: int) -> _Request:
+        """The i-th request of this worker."""
         spec = self.spec
-        item = (i * spec.workers + self.index) % spec.items
-        return f"/v1/items/{spec.content_type}/{item}/likes/{self.user0 + i}"
+        urls = len(spec.urls)
+        if spec.shape == "like":
+            item = spec.item_base + (i * spec.workers + self.index) % spec.items
+            path = f"/v1/items/{spec.content_type}/{item}/likes/{self.user0 + i}"
+            return _Request((i + self.index) % urls, b"PUT", path, b"", ((item, 1),))
+        if spec.shape == "zipf":
+            assert self.zipf is not None
+            item, user = self.zipf.items[i], self.zipf.users[i]
+            after = self.zipf.after.get(i)
+            path = f"/v1/items/{spec.content_type}/{item}/likes/{user}"
+            method, sign = (b"PUT", 1) if after is None else (b"DELETE", -1)
+            return _Request(user % urls, method, path, b"", ((item, sign),), after)
+        if spec.shape == "counts":
+            body, _ = self.reads[(i * spec.workers + self.index) % len(self.reads)]
+            return _Request((i + self.index) % urls, b"POST", "/v1/counts", body, ())
+        first = (i * spec.workers + self.index) * spec.per_request
+        items = [spec.item_base + (first + j) % spec.items for j in range(spec.per_request)]
+        user = self.user0 + i * spec.per_request
+        ops = b",".join(
+            b'{"op":"like","type":"%s","id":%d,"user":%d}' % (spec.content_type.encode(), item, user + j)
+            for j, item in enumerate(items)
+        )
+        writes = tuple((item, 1) for item in items)
+        return _Request((i + self.index) % urls, b"POST", "/v1/batch", b'{"ops":[' + ops + b"]}", writes)
 
-    async def request(self, channel: Channel, i: int, intended: float) -> None:
-        """PUT one like; record its latency from ``intended`` if that lies in the measured window."""
-        tally = self.tally
-        tally.sent += 1
-        measured = intended >= self.measure_from
+    def judge(self, i: int, request: _Request, body: bytes) -> tuple[str | None, int, int]:
+        """(error, operations done, operations that changed nothing) of a 200 answer to ``request``."""
         try:
-            status, body = await channel.put(self.path(i))
+            answer = orjson.loads(body)
+            if self.spec.shape == "counts":
+                counts = self.reads[(i * self.spec.workers + self.index) % len(self.reads)][1]
+                return (None if answer["counts"] == counts else "wrong counts"), len(counts), 0
+            results = answer["results"] if self.spec.shape == "batch" else [answer]
+            if len(results) != len(request.writes):
+                return "bad body", 0, 0
+            unchanged = 0
+            expected = self.tally.expected
+            for (item, sign), result in zip(request.writes, results, strict=True):
+                if result["changed"] is True:
+                    expected[item] += sign
+                    self.tally.changes_acked += 1
+                else:
+                    unchanged += 1
+            return None, len(results), unchanged
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return "bad body", 0, 0
+
+    async def request(self, i: int, intended: float) -> None:
+        """Send request i; record its latency from ``intended`` if that lies in the measured window."""
+        tally = self.tally
+        request = self.request_of(i)
+        measured = intended >= self.measure_from
+        idle = self.idle[request.url]
+        try:
+            if request.after is not None:
+                await self.answered[request.after].wait()  # bounded: that request is bounded by the timeout
+            channel = idle.get_nowait() if not idle.empty() else await self.wait_for_channel(idle, intended)
+        except asyncio.CancelledError:
+            self.abandon(request, measured, sent=False)
+            raise
+        if channel is None:  # never sent: it changed nothing
+            if measured:
+                tally.measured += 1
+                tally.errors[NO_CONNECTION] += 1
+            return
+        tally.sent += 1
+        try:
+            status, body = await channel.send(request.method, request.path, request.body)
             error = None if status == 200 else f"http {status}"
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             body, error = b"", type(exc).__name__
+        except asyncio.CancelledError:
+            channel.close()  # its answer may still come: the connection must not serve another request
+            self.abandon(request, measured, sent=True)
+            raise
+        finally:
+            idle.put_nowait(channel)
+            if self.zipf is not None and i in self.zipf.targets:
+                self.answered[i].set()
         done = time.monotonic()
-        changed = False
+        ops = unchanged = 0
         if error is None:
-            try:
-                changed = orjson.loads(body).get("changed") is True
-            except (orjson.JSONDecodeError, AttributeError):
-                error = "bad body"
-        tally.changes_acked += changed
+            error, ops, unchanged = self.judge(i, request, body)
+        if error is not None:
+            for item, _ in request.writes:
+                tally.uncertain[item] += 1
         if not measured:
             return
         tally.measured += 1
@@ -293,53 +503,70 @@ class _Worker:
             tally.errors[error] += 1
             return
         tally.ok += 1
-        tally.unchanged += not changed
+        tally.ops_ok += ops
+        tally.unchanged += unchanged
         tally.last_done = max(tally.last_done, done)
         tally.histogram.record_value(max(HIST_LOWEST_US, round((done - intended) * 1e6)))
 
-    async def closed_loop(self, channels: Sequence[Channel]) -> None:
-        """One loop per connection, each sending its next like when the last one is answered."""
+    async def wait_for_channel(self, idle: asyncio.Queue[Channel], intended: float) -> Channel | None:
+        """An idle connection, or None if none frees up within ``timeout`` of the intended send time:
+        an open-loop request queued behind a stalled node fails like one sent to it."""
+        try:
+            async with asyncio.timeout(max(0.0, intended + self.spec.timeout - time.monotonic())):
+                return await idle.get()
+        except TimeoutError:
+            return None
+
+    def abandon(self, request: _Request, measured: bool, *, sent: bool) -> None:
+        """Count a request cut off at the end of an overrun load; one sent may have been applied."""
+        if sent:
+            for item, _ in request.writes:
+                self.tally.uncertain[item] += 1
+        if measured:
+            self.tally.measured += 1
+            self.tally.errors[ABANDONED] += 1
+
+    async def closed_loop(self) -> None:
+        """``connections`` loops, each sending the next request when its last one is answered."""
         next_index = 0
 
-        async def loop(channel: Channel) -> None:
+        async def loop() -> None:
             nonlocal next_index
             while next_index < self.budget:
                 sent = time.monotonic()
                 if sent >= self.stop_at:
                     return
                 i, next_index = next_index, next_index + 1
-                await self.request(channel, i, sent)
+                await self.request(i, sent)
 
-        await asyncio.gather(*(loop(channel) for channel in channels))
+        await asyncio.gather(*(loop() for _ in range(self.connections)))
 
-    async def open_loop(self, channels: Sequence[Channel], start: float) -> float:
-        """Request k is due at ``start + (k + phase) / rate``; sends everything due on idle connections
-        (waiting for one when all are busy), then sleeps until the next is due. Returns how late, at
-        worst, a request was started (seconds)."""
+    async def open_loop(self, start: float) -> float:
+        """Request k is due at ``start + (k + phase) / rate``; sends everything due (waiting for an idle
+        connection when all are busy), then sleeps until the next is due. Returns how late, at worst,
+        a request was started (seconds)."""
         spec = self.spec
         rate = spec.rate / spec.workers
         phase = self.index / spec.workers
-        total = min(self.budget, int((spec.warmup + spec.seconds) * rate))
+        total = self.budget
         in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        idle: asyncio.Queue[Channel] = asyncio.Queue()
-        for channel in channels:
-            idle.put_nowait(channel)
         tasks: set[asyncio.Task[None]] = set()
         worst_late = 0.0
 
         async def send(i: int, due: float) -> None:
             try:
-                channel = await idle.get()
-                try:
-                    await self.request(channel, i, due)
-                finally:
-                    idle.put_nowait(channel)
+                await self.request(i, due)
             finally:
                 in_flight.release()
 
+        # Past this, requests still due are not sent but counted as errors: a generator (or server) that
+        # fell this far behind has already failed the load, and the run must end within its bound.
+        give_up = start + spec.warmup + spec.seconds + spec.timeout
         k = 0
         while k < total:
             now = time.monotonic()
+            if now > give_up:
+                break
             due = start + (k + phase) / rate
             if due > now:
                 await asyncio.sleep(due - now)
@@ -347,29 +574,44 @@ class _Worker:
             while k < total and start + (k + phase) / rate <= now:
                 due = start + (k + phase) / rate
                 await in_flight.acquire()
+                if time.monotonic() > give_up:
+                    in_flight.release()
+                    break
                 worst_late = max(worst_late, time.monotonic() - due)
                 task = asyncio.create_task(send(k, due))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 k += 1
+        if k < total:
+            self.tally.sent_not += total - k
+            self.tally.errors[NOT_SENT] += total - k
+            self.tally.measured += total - k
         if tasks:
-            await asyncio.wait(set(tasks), timeout=spec.timeout + 5.0)
+            await asyncio.wait(set(tasks), timeout=spec.timeout * 2 + 5.0)
+        left = list(tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         return worst_late
 
     async def run(self, ready: Any, go: Any) -> dict[str, Any]:
         spec = self.spec
         connector = aiohttp.TCPConnector(limit=self.connections, force_close=False)
         timeout = aiohttp.ClientTimeout(total=spec.timeout)
+        if self.zipf is not None:
+            self.answered = {i: asyncio.Event() for i in self.zipf.targets}
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as client:
-            urls = [spec.urls[(j + self.index) % len(spec.urls)] for j in range(self.connections)]
+            where = [(j + self.index) % len(spec.urls) for j in range(self.connections)]
             channels: list[Channel] = (
-                [_RawChannel(url) for url in urls]
+                [_RawChannel(spec.urls[u]) for u in where]
                 if spec.client == "raw"
-                else [_AiohttpChannel(client, url) for url in urls]
+                else [_AiohttpChannel(client, spec.urls[u]) for u in where]
             )
-            for channel in channels:
+            self.idle = [asyncio.Queue() for _ in spec.urls]
+            for u, channel in zip(where, channels, strict=True):
                 if isinstance(channel, _RawChannel):
                     channel.timeout = spec.timeout
+                self.idle[u].put_nowait(channel)
             watchdog = asyncio.create_task(self._expire(channels))
             try:
                 await asyncio.gather(*(channel.open() for channel in channels))  # a connect is not a like
@@ -381,9 +623,9 @@ class _Worker:
                 self.stop_at = self.measure_from + spec.seconds
                 worst_late = None
                 if spec.mode == "closed":
-                    await self.closed_loop(channels)
+                    await self.closed_loop()
                 else:
-                    worst_late = await self.open_loop(channels, start)
+                    worst_late = await self.open_loop(start)
             finally:
                 watchdog.cancel()
                 for channel in channels:
@@ -393,16 +635,24 @@ class _Worker:
             "worker": self.index,
             "pid": os.getpid(),
             "sent": tally.sent,
+            "not_sent": tally.sent_not,
             "measured": tally.measured,
             "ok": tally.ok,
+            "ops_ok": tally.ops_ok,
             "unchanged": tally.unchanged,
             "changes_acked": tally.changes_acked,
             "errors": dict(tally.errors),
             "measure_from": self.measure_from,
             "last_done": tally.last_done,
-            "hit_request_bound": tally.sent >= self.budget,
+            "hit_request_bound": tally.sent >= self.request_bound,
             "max_late_ms": None if worst_late is None else worst_late * 1000,
             "histogram": tally.histogram.encode(),
+            "expected": dict(tally.expected),
+            "uncertain": dict(tally.uncertain),
+            "planned": None if self.zipf is None else dict(self.zipf.planned),
+            "planned_ops": None
+            if self.zipf is None
+            else {"likes": self.zipf.likes, "unlikes": self.zipf.unlikes},
         }
 
     async def _expire(self, channels: Sequence[Channel]) -> None:
@@ -462,7 +712,7 @@ def run_load(
         if on_measure is not None:
             time.sleep(spec.warmup)
             finish = on_measure({f"load_generator_{i}": w.pid or 0 for i, w in enumerate(workers)})
-        bound = spec.warmup + spec.seconds + spec.timeout + 30.0
+        bound = spec.warmup + spec.seconds + 3 * spec.timeout + 30.0
         for _ in workers:
             try:
                 outcomes.append(answers.get(timeout=bound))
@@ -519,8 +769,11 @@ def merge(spec: LoadSpec, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     window_end = max((part["last_done"] for part in parts), default=window_start)
     elapsed = max(window_end - window_start, 1e-9)
     lateness = [part["max_late_ms"] for part in parts if part["max_late_ms"] is not None]
+    ops_ok = sum(part["ops_ok"] for part in parts)
     return {
         "mode": spec.mode,
+        "shape": spec.shape,
+        "per_request": spec.per_request,
         "urls": list(spec.urls),
         "seconds": spec.seconds,
         "warmup_s": spec.warmup,
@@ -531,6 +784,7 @@ def merge(spec: LoadSpec, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "pinned_cpus": list(spec.cpus) if spec.cpus is not None else None,
         "requests": sum(part["measured"] for part in parts),
         "sent_including_warmup": sum(part["sent"] for part in parts),
+        "not_sent": sum(part["not_sent"] for part in parts),
         "ok": ok,
         "unchanged": sum(part["unchanged"] for part in parts),
         "changes_acked": sum(part["changes_acked"] for part in parts),
@@ -538,7 +792,24 @@ def merge(spec: LoadSpec, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "error_count": sum(errors.values()),
         "elapsed_s": elapsed if ok else 0.0,
         "achieved_rate": ok / elapsed if ok else 0.0,
+        "ops_ok": ops_ok,
+        "ops_rate": ops_ok / elapsed if ok else 0.0,
         "latency": latency_summary(histogram),
         "max_late_ms": max(lateness) if lateness else None,
         "hit_request_bound": any(part["hit_request_bound"] for part in parts),
+        # Item id -> net count change acknowledged / write operations whose fate is unknown (their
+        # request failed) / the plan's net change (zipf only): what the servers must hold afterwards.
+        "expected_counts": _summed(part["expected"] for part in parts),
+        "uncertain_counts": _summed(part["uncertain"] for part in parts),
+        "planned_counts": None if spec.shape != "zipf" else _summed(part["planned"] or {} for part in parts),
+        "planned_ops": None
+        if spec.shape != "zipf"
+        else dict(_summed(part["planned_ops"] or {} for part in parts)),
     }
+
+
+def _summed(counters: Iterable[Mapping[int, int]]) -> dict[int, int]:
+    total: Counter[int] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return dict(total)

@@ -41,6 +41,15 @@ def actor_index(name: str) -> int:
     return index
 
 
+def known_actor_index(name: str) -> int | None:
+    """The index of ``name`` if this process has interned it, else None; never interns.
+
+    For names from untrusted input (a client's causal token): interning them would let a client
+    fill the table, and a name never interned here has no dot in any value of this process.
+    """
+    return _indices.get(name)
+
+
 def actor_name(index: int) -> str:
     """The name interned under ``index``."""
     return _names[index]

@@ -35,6 +35,7 @@ from crdt.dots import (
     MAX_COUNTER,
     actor_index,
     actor_name,
+    known_actor_index,
     make_dot,
     valid_actor_name,
 )
@@ -283,6 +284,29 @@ class ORSet:
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._entries)
+
+    def dots_of(self, element: int) -> tuple[tuple[str, int], ...]:
+        """The ``(actor name, counter)`` of each dot keeping ``element`` present (empty if absent):
+        names, not indices, so they can leave the process (a session's causal token carries them)."""
+        held = self._entries.get(element)
+        if held is None:
+            return ()
+        return tuple((actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS) for dot in _as_tuple(held))
+
+    def has_seen(self, actor: str, counter: int) -> bool:
+        """Whether the dot ``(actor, counter)`` is in the causal context: its add has arrived here
+        (and may since have been removed). Never interns ``actor``: it may come from a client."""
+        index = known_actor_index(actor)
+        return index is not None and 0 < counter <= MAX_COUNTER and self._cc.covers(make_dot(index, counter))
+
+    def has_removed(self, element: int, actor: str, counter: int) -> bool:
+        """Whether the removal of ``element``'s dot ``(actor, counter)`` has arrived here: the dot is
+        seen and not held. Stays true once true, since a dropped dot is never held again."""
+        index = known_actor_index(actor)
+        if index is None or not self.has_seen(actor, counter):
+            return False
+        held = self._entries.get(element)
+        return held is None or make_dot(index, counter) not in _as_tuple(held)
 
     def copy(self) -> ORSet:
         """An independent copy."""

@@ -51,6 +51,8 @@ Send = Callable[[Address, Message], None]
 CATCH_UP_SLICE = 5000
 #: A key changed within this many delta intervals is settling: its deltas may still be in flight.
 SETTLE_INTERVALS = 3
+#: ... stretched by this member's load up to this many times.
+MAX_SETTLE_STRETCH = 2
 #: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling
 #: for a whole period are repaired during ...
 REPAIR_PERIOD_ROUNDS = 10
@@ -113,7 +115,7 @@ class AntiEntropy:
                 self._changed_at[key] = now
                 self._changed_at.move_to_end(key)
                 self._stale[key] = None
-            settle = self._health(self._settle)
+            settle = self._settle_time()
             while self._changed_at and next(iter(self._changed_at.values())) < now - settle:
                 settled, _ = self._changed_at.popitem(last=False)
                 del self._settling_since[settled]
@@ -220,6 +222,11 @@ class AntiEntropy:
             settling = self._settling()
             self._ship(message.origin.address, [key for key in message.want if not settling(key)], ())
 
+    def request(self, peer: Address, keys: Iterable[bytes]) -> None:
+        """Ask ``peer`` for its states of ``keys`` outside a round: a STATES with only a want list,
+        which ``handle_states`` answers (keys it holds and is not settling) like any other."""
+        self._ship(peer, (), keys)
+
     def _ship(self, peer: Address, keys: Iterable[bytes], want: Iterable[bytes]) -> None:
         """Send the states of ``keys`` and the ``want`` list, split under the frame cap."""
         parts: list[tuple[bytes, bytes | None]] = [
@@ -234,12 +241,17 @@ class AntiEntropy:
     def _settling(self, *, repair_window: bool = True) -> Callable[[bytes], bool]:
         """Whether a key is left to deltas this round (see the module docstring)."""
         now = time.monotonic()
-        horizon = now - self._health(self._settle)
+        horizon = now - self._settle_time()
         changed_at, since = self._changed_at, self._settling_since
         if repair_window and time.time() % self._repair_period < self._repair_window:
             hot = now - self._repair_period
             return lambda key: changed_at.get(key, 0.0) >= horizon and since.get(key, now) > hot
         return lambda key: changed_at.get(key, 0.0) >= horizon
+
+    def _settle_time(self) -> float:
+        """How long a changed key settles: stretched by load, but boundedly, since the failed
+        probes of a partition raise the same health score and would hold repairs back after it."""
+        return min(self._health(self._settle), MAX_SETTLE_STRETCH * self._settle)
 
     def _busy(self) -> bool:
         """Index recent changes, a bounded slice of them; True if a backlog remains.

@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from gossip.security import MIN_KEY_BYTES
 from gossip.transport import Address
 
-#: Smallest accepted cluster key: HMAC-SHA256 keys shorter than this are guessable.
-MIN_KEY_BYTES = 16
 #: Largest frame the 4-byte length prefix can describe.
 MAX_FRAME_LIMIT = 2**32 - 1
 #: Smallest frame cap that still leaves room for a useful batch.
@@ -47,8 +46,9 @@ class GossipConfig:
     #: Members contacted at start-up to join; may include this member (it is skipped). More seeds
     #: survive more seeds being down at boot; every member should list the same seeds.
     seeds: tuple[Peer, ...] = ()
-    #: Cluster secrets, each at least 16 bytes. The first signs every outgoing frame, all of them
-    #: verify: rotate by adding the new key second, then first everywhere, then dropping the old one.
+    #: Cluster secrets at start-up, each at least 16 bytes. The first signs every outgoing frame, all
+    #: of them verify. ``Gossiper.keyring`` changes them at runtime (install, use, remove), which is
+    #: how a running cluster rotates keys; this field is only where the ring starts.
     keyring: tuple[bytes, ...] = ()
     #: Seconds between pushes of locally produced deltas. Lower means fresher replicas and more,
     #: smaller frames; the replication lag of a healthy cluster is about one interval.

@@ -9,5 +9,9 @@ class FrameError(GossipError):
     """A frame is malformed, oversized, of an unknown type or fails authentication."""
 
 
+class FrameAuthError(FrameError):
+    """A frame's tag does not verify under any key of the keyring (a stranger, or a removed key)."""
+
+
 class PayloadError(GossipError):
     """A replica payload cannot be decoded or merged; raised by a ``Replica``."""

@@ -14,10 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gossip.antientropy import CATCH_UP_SLICE, AntiEntropy
+from gossip.antientropy import CATCH_UP_SLICE, SETTLE_INTERVALS, AntiEntropy
 from gossip.config import GossipConfig
 from gossip.dissemination import DeltaDisseminator
-from gossip.errors import FrameError, GossipError
+from gossip.errors import FrameAuthError, FrameError, GossipError
 from gossip.member import MemberInfo, MemberState
 from gossip.membership import Membership
 from gossip.messages import (
@@ -45,6 +45,12 @@ from gossip.wire import FrameCodec, MessageType
 
 log = logging.getLogger(__name__)
 
+#: Anti-entropy rounds come at most this many times less often on an unhealthy member.
+MAX_ROUND_STRETCH = 2
+#: The second round with a recovered member waits this many delta intervals (past the settling
+#: horizon, ``antientropy.SETTLE_INTERVALS``), so keys written just before it came back are in it.
+RECOVERY_ROUND_DELAY = SETTLE_INTERVALS + 1
+
 #: What each message type's bytes are accounted under in ``stats()``.
 _CONCERN = {
     MessageType.PING: "membership",
@@ -66,6 +72,7 @@ STAT_NAMES = (
     "frames_received",
     "bytes_received",
     "frames_rejected",
+    "frames_rejected_auth",
     "frames_dropped",
     "frames_oversized",
     "handler_errors",
@@ -119,6 +126,7 @@ class Gossiper:
         self._replicator = Replicator(
             replica, self._origin, self._membership.live_peers, self._send, self._counters
         )
+        self._membership.on_recovered = self._repair_recovered
         self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -179,6 +187,11 @@ class Gossiper:
 
     # -- what the node reads and triggers ---------------------------------------------------------
 
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring every frame is signed and verified with; mutating it rotates keys at once."""
+        return self._codec.keyring
+
     def members(self) -> list[MemberInfo]:
         """Every known member, this one first: name, address, state, incarnation."""
         return self._membership.members()
@@ -207,6 +220,16 @@ class Gossiper:
         of them confirm they merged it; how many did. The write levels above 1 rest on this."""
         return await self._replicator.replicate(items, copies, timeout)
 
+    def request_states(self, keys: Sequence[bytes]) -> int:
+        """Ask every live peer for its full states of ``keys`` now (anti-entropy's STATES message,
+        want list only); their answers are merged as they come. How many peers were asked. A node
+        waiting for a write it has not yet received (a causal token) pulls it with this."""
+        peers = self._membership.live_peers()
+        if keys:
+            for peer in peers:
+                self._anti_entropy.request(peer.address, keys)
+        return len(peers)
+
     def anti_entropy_round(self) -> bool:
         """Start an anti-entropy round with a random live peer now; False if none (or still indexing)."""
         peers = self._membership.peers(MemberState.ALIVE) or self._membership.live_peers()
@@ -216,10 +239,23 @@ class Gossiper:
 
     # -- loops ------------------------------------------------------------------------------------
 
+    def _repair_recovered(self, member: MemberInfo) -> None:
+        """A member is reachable again after frames to it were lost (a partition, a pause): repair
+        with it now, and once more when the keys changed just before it came back have settled,
+        instead of waiting for it to come up in the random choice of rounds."""
+        if not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._anti_entropy.start_round, member.address)
+        settled = self._membership.awareness.scale(RECOVERY_ROUND_DELAY * self._config.delta_interval)
+        loop.call_later(settled, self._anti_entropy.start_round, member.address)
+
     async def _run_anti_entropy(self) -> None:
         while True:
             # An overloaded member repairs less often: its differences are mostly deltas in its queue.
-            interval = self._membership.awareness.scale(self._config.anti_entropy_interval)
+            # At most half as often, though: probes failing in a partition raise the same score.
+            base = self._config.anti_entropy_interval
+            interval = min(self._membership.awareness.scale(base), MAX_ROUND_STRETCH * base)
             await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
             if self._membership.live_peers():  # alone, an index is work nobody reads
                 await self._anti_entropy.catch_up()
@@ -276,19 +312,22 @@ class Gossiper:
 
     def _receive(self, frame: bytes) -> None:
         """The transport's handler: authenticate, parse, route. FrameError tells it to reject."""
-        kind, body = self._codec.decode(frame)
-        message = parse(kind, body)
-        self._counters["frames_received"] += 1
-        self._counters["bytes_received"] += len(frame)
-        if not self._running:
-            return
         try:
-            self._route(message)
-        except FrameError:
+            kind, body = self._codec.decode(frame)
+        except FrameAuthError:  # a stranger, or a member whose key we removed (or not yet installed)
+            self._counters["frames_rejected_auth"] += 1
             raise
-        except Exception:  # a replica or handler bug: log it, keep serving everyone else
-            log.exception("handling %s failed", kind.name)
-            self._counters["handler_errors"] += 1
+        message = parse(kind, body)
+        if self._running:
+            try:
+                self._route(message)
+            except FrameError:  # a handler's own check (a node outside the tree...): rejected, not received
+                raise
+            except Exception:  # a replica or handler bug: log it, keep serving everyone else
+                log.exception("handling %s failed", kind.name)
+                self._counters["handler_errors"] += 1
+        self._counters["frames_received"] += 1  # each frame counts once: received, or rejected
+        self._counters["bytes_received"] += len(frame)
 
     def _route(self, message: Message) -> None:
         match message:

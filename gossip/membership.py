@@ -27,7 +27,7 @@ from gossip.awareness import Awareness
 from gossip.broadcasts import BroadcastQueue
 from gossip.config import GossipConfig
 from gossip.member import MemberInfo, MemberState
-from gossip.messages import Ack, Members, Message, Ping, PingReq
+from gossip.messages import MAX_SEQ, Ack, Members, Message, Ping, PingReq
 from gossip.suspicion import Suspicions
 from gossip.transport import Address
 
@@ -61,6 +61,8 @@ class Membership:
         self.awareness = Awareness()
         #: When each member now dead was declared so (monotonic seconds).
         self._died_at: dict[str, float] = {}
+        #: Called when a suspect or dead member is alive again (a healed partition, a resumed pause).
+        self.on_recovered: Callable[[MemberInfo], None] | None = None
         self._seq = rng.randrange(2**32)
         self._probe_order: list[str] = []
 
@@ -125,6 +127,7 @@ class Membership:
             target = self._next_probe_target()
             if target is not None:
                 await self.probe(target)
+            self._reach_recently_dead()
             pause = max(0.0, self.awareness.scale(self._config.probe_interval) - (loop.time() - started))
             asleep = loop.time()
             await asyncio.sleep(pause)
@@ -137,6 +140,23 @@ class Membership:
         while True:
             await asyncio.sleep(self._config.membership_sync_interval * self._rng.uniform(0.5, 1.5))
             self.sync_once()
+
+    def _reach_recently_dead(self) -> None:
+        """Push-pull with one member dead for less than ``gossip_to_the_dead``, every probe period.
+
+        Dead members are not probed, so without this a healed partition or a resumed pause would
+        rejoin only at the next full sync, seconds later; a member that really died costs one
+        unanswered frame a period, for a bounded time (Serf's reconnect, at probe cadence).
+        """
+        horizon = time.monotonic() - self._config.gossip_to_the_dead
+        recent = [
+            member
+            for member in self._peers.values()
+            if member.state is DEAD and self._died_at.get(member.name, 0.0) > horizon
+        ]
+        if recent:
+            target = self._rng.choice(recent)
+            self._send(target.address, Members(self._me, tuple(self.members()), reply=True))
 
     def sync_once(self) -> None:
         """Push-pull the whole view with one member of any state, or a seed not heard of yet."""
@@ -255,6 +275,9 @@ class Membership:
             self._suspicions.cancel(update.name)
         if current is not None and current.state is DEAD and update.state is not DEAD:
             self._counters["members_revived"] += 1
+        recovered = current is not None and current.state is not ALIVE and update.state is ALIVE
+        if recovered and self.on_recovered is not None:
+            self.on_recovered(update)  # frames to it may have been lost meanwhile: repair soon
         if update.state is DEAD and (current is None or current.state is not DEAD):
             self._died_at[update.name] = time.monotonic()
         self._broadcasts.enqueue(update)
@@ -269,7 +292,9 @@ class Membership:
                 return
         elif claim.incarnation < me.incarnation:
             return
-        self._me = dataclasses.replace(me, incarnation=claim.incarnation + 1)
+        # Saturate: a (buggy) claim at the largest incarnation the wire carries must not make ours
+        # unencodable, which would silence this member for good.
+        self._me = dataclasses.replace(me, incarnation=min(claim.incarnation + 1, MAX_SEQ))
         self._counters["refutations"] += 1
         self.awareness.apply(1)  # others thought us dead or dying: we are probably the slow one
         self._broadcasts.enqueue(self._me)

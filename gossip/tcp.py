@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from gossip.errors import FrameError
+from gossip.faults import FaultPlan
 from gossip.transport import Address, FrameHandler
 from gossip.wire import LENGTH_PREFIX, payload_length
 
@@ -55,6 +56,8 @@ class TcpTransport:
         self._server: asyncio.Server | None = None
         self._outbound: dict[Address, _Outbound] = {}
         self._inbound: set[asyncio.Task[None]] = set()
+        #: Tests only: partitions and detours (None unless LIKES_TEST_FAULTS is set; see gossip.faults).
+        self._faults = FaultPlan.from_environment()
 
     @property
     def address(self) -> Address:
@@ -101,6 +104,12 @@ class TcpTransport:
         if self._handler is None:
             self._counters["frames_dropped"] += 1
             return
+        if self._faults is not None:  # tests only: a partition cuts the frame, a detour reroutes it
+            routed = self._faults.route(self._address, address)
+            if routed is None:
+                self._counters["frames_cut"] += 1
+                return
+            address = routed
         link = self._outbound.get(address)
         if link is None:
             link = self._outbound[address] = _Outbound(

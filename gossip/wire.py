@@ -12,8 +12,14 @@
 
 The tag covers version, type, key id and body in one contiguous slice, so verifying a frame copies
 nothing. ``FrameCodec.decode`` is the trust boundary: whatever the bytes, it returns an authenticated
-(type, body) pair or raises ``FrameError``, never anything else. The tag is checked before msgpack
-sees a byte, so an outsider cannot reach the decoder at all.
+(type, body) pair or raises ``FrameError``, never anything else (``FrameAuthError``, a subclass, when
+the tag does not verify under any key of the ring). The tag is checked before msgpack sees a byte,
+so an outsider cannot reach the decoder at all.
+
+Every length is capped before anything is allocated for it: the length prefix against
+``max_frame_bytes`` (an oversized frame is rejected from its first four bytes, unread), inflation
+against the same cap, and every msgpack string, binary, array and map length against the body's own
+size, since no container can hold more items than the body has bytes.
 
 Bodies over ``COMPRESS_OVER`` bytes are deflated (level 1) when that makes them smaller: a batch of
 deltas repeats writer ids and structure in every entry, so this roughly halves delta bytes per like.
@@ -30,7 +36,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from gossip.errors import FrameError
+from gossip.errors import FrameAuthError, FrameError
 from gossip.security import KEY_ID_BYTES, TAG_BYTES, Keyring
 
 #: The protocol version written into every frame.
@@ -91,6 +97,11 @@ class FrameCodec:
         self._keyring = keyring
         self.max_frame_bytes = max_frame_bytes
 
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring frames are signed and verified with; mutate it to rotate keys at runtime."""
+        return self._keyring
+
     def encode(self, kind: MessageType, body: object) -> bytes:
         """The signed frame carrying ``body``; FrameError if it would exceed the frame cap."""
         packed: bytes = msgpack.packb(body, use_bin_type=True)
@@ -99,11 +110,12 @@ class FrameCodec:
             deflated = zlib.compress(packed, 1)
             if len(deflated) < len(packed):
                 packed, flags = deflated, COMPRESSED
-        signed = bytes((PROTOCOL_VERSION, kind | flags)) + self._keyring.primary_id + packed
         size = FRAME_OVERHEAD + len(packed)
         if size > self.max_frame_bytes:
             raise FrameError(f"{kind.name} frame of {size} bytes exceeds {self.max_frame_bytes}")
-        return LENGTH_PREFIX.pack(size - LENGTH_PREFIX.size) + self._keyring.sign(signed) + signed
+        keys = self._keyring.current()  # one snapshot: the id on the wire names the key that signed
+        signed = bytes((PROTOCOL_VERSION, kind | flags)) + keys.primary_id + packed
+        return LENGTH_PREFIX.pack(size - LENGTH_PREFIX.size) + keys.sign(signed) + signed
 
     def decode(self, frame: bytes) -> tuple[MessageType, Any]:
         """The authenticated (type, body) of ``frame``; FrameError for anything else."""
@@ -122,8 +134,9 @@ class FrameCodec:
         if length != len(view) - LENGTH_PREFIX.size:
             raise FrameError(f"length prefix says {length} bytes, frame has {len(view) - _TAG_AT}")
         tag = bytes(view[_TAG_AT:_SIGNED_AT])
-        if not self._keyring.verify(view[_KEY_ID_AT:_BODY_AT], view[_SIGNED_AT:], tag):
-            raise FrameError("frame failed authentication (unknown key or bad tag)")
+        ident = bytes(view[_KEY_ID_AT:_BODY_AT])
+        if not self._keyring.current().verify(ident, view[_SIGNED_AT:], tag):
+            raise FrameAuthError(f"frame failed authentication (key {ident.hex()} unknown or bad tag)")
         version, kind = view[_SIGNED_AT], view[_SIGNED_AT + 1]
         if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
             raise FrameError(f"unsupported protocol version {version}")

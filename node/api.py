@@ -10,8 +10,9 @@ the framework's own 404/405/413 into that shape too, and turns any unexpected ex
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from gossip import MemberInfo
-from node import inputs
+from node import causal, inputs
 from node.checkpoint.checkpointer import Checkpointer
 from node.config import ApiSettings
 from node.durability import Durability
@@ -32,7 +33,9 @@ from node.errors import (
     UnsupportedMediaType,
 )
 from node.item import ItemKey
+from node.limits import ApiGuard
 from node.metrics import CONTENT_TYPE, NodeMetrics
+from node.openapi import document as openapi_document
 from node.page import LIKE_PAGE
 from node.store import LikeResult, LikeStore
 
@@ -72,6 +75,8 @@ METRICS = web.AppKey("metrics", NodeMetrics)
 DURABILITY = web.AppKey("durability", Durability)
 #: Set by the server when sinks are configured; ``/v1/cluster`` then shows their lag.
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
+#: Rate limits and API tokens (``node.limits``).
+GUARD = web.AppKey("guard", ApiGuard)
 
 routes = web.RouteTableDef()
 
@@ -79,20 +84,36 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    durability: Durability, settings: ApiSettings, node: NodeDescription, cluster: ClusterView
+    durability: Durability,
+    settings: ApiSettings,
+    node: NodeDescription,
+    cluster: ClusterView,
+    *,
+    api_tokens: Sequence[str] = (),
 ) -> web.Application:
-    """The API over ``durability``'s store, its log running with the app; the caller adds gossip."""
+    """The API over ``durability``'s store, its log running with the app; the caller adds gossip.
+    With ``api_tokens``, writes and admin routes need one of them as a bearer token."""
     store = durability.store
     metrics = NodeMetrics()
     metrics.watch_items(lambda: len(store))
     metrics.watch_gossip(cluster.stats)
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    middlewares = [json_errors, guard, causal.middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[STORE] = store
     app[DURABILITY] = durability
     app[SETTINGS] = settings
     app[NODE] = node
     app[CLUSTER] = cluster
     app[METRICS] = metrics
+    app[GUARD] = ApiGuard(
+        client_rate=settings.client_rate,
+        client_burst=settings.client_burst,
+        user_rate=settings.user_rate,
+        user_burst=settings.user_burst,
+        max_keys=settings.rate_limit_keys,
+        tokens=api_tokens,
+    )
+    causal.install(app, store, settings.causal_wait_ms / 1000, cluster)
     app.add_routes(routes)
     app.cleanup_ctx.append(_durability)
     return app
@@ -139,7 +160,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         response = await handler(request)
     except RequestError as exc:
-        response = error_reply(exc.status, exc.code, exc.message)
+        response = error_reply(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -157,8 +178,39 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
+#: Methods that change something; each needs a token when tokens are set (except the POSTs below).
+_WRITES = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+#: POST routes that only read.
+_READ_POSTS = frozenset({"/v1/counts"})
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before any handler: the client's rate limit, then the bearer token of writes and admin routes.
+
+    The client is charged first, so guessing tokens costs requests like anything else."""
+    app_guard = request.app[GUARD]
+    authorization = request.headers.get("Authorization") if app_guard.tokens_required else None
+    token = app_guard.authenticate(authorization)
+    app_guard.limit_client(token, request.remote)
+    if app_guard.tokens_required and token is None and _needs_token(request):
+        app_guard.require_token(authorization, token)
+    return await handler(request)
+
+
+def _needs_token(request: web.Request) -> bool:
+    """Writes and admin routes; an unknown route or method is left to its 404 or 405."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return False
+    resource = info.route.resource
+    path = resource.canonical if resource is not None else ""
+    return path.startswith("/v1/keyring") or (request.method in _WRITES and path not in _READ_POSTS)
+
+
 async def read_json(request: web.Request) -> object:
-    """The request's JSON body: 413 if too large, 415 if not JSON, 400 if malformed."""
+    """The request's JSON body: 413 if too large, 415 if not JSON, 400 if malformed, including a key
+    repeated within one object (parsers disagree on which copy wins, so we accept neither)."""
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body exceeds {limit} bytes")
@@ -167,9 +219,41 @@ async def read_json(request: web.Request) -> object:
         raise UnsupportedMediaType("send the body as application/json (UTF-8)")
     body = await request.read()  # aiohttp raises 413 past client_max_size, for chunked bodies too
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)  # strict: no NaN, no trailing data, no BOM, no lone surrogates
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
+    if _may_repeat_a_key(body, value):
+        _reject_repeated_keys(body)
+    return value
+
+
+def _may_repeat_a_key(body: bytes, value: object) -> bool:
+    """False when no object of ``body`` can repeat a key, checked in C at a fraction of parsing.
+
+    Without a backslash, every string of ``body`` comes back byte for byte from ``orjson.dumps``,
+    so both hold the same colons inside strings; every other colon ends a key. A repeated key is
+    one ``value`` dropped, so ``body`` would hold more colons than its re-encoding."""
+    colons = body.count(b":")
+    return colons != 0 and (b"\\" in body or orjson.dumps(value).count(b":") != colons)
+
+
+def _reject_repeated_keys(body: bytes) -> None:
+    """The exact (slower) check, for the rare body the quick one cannot clear."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        found = dict(pairs)
+        if len(found) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise MalformedRequest(f"the body repeats the key {key[:40]!r} within one object")
+                seen.add(key)
+        return found
+
+    try:
+        json.loads(body, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as exc:  # orjson accepted it; stdlib limits differ slightly
+        raise MalformedRequest(f"the body is not valid JSON: {str(exc)[:80]}") from None
 
 
 def item_of(request: web.Request) -> ItemKey:
@@ -201,8 +285,9 @@ async def _set_like(request: web.Request, *, liking: bool) -> web.Response:
     """Validate everything, apply, then answer once the write level is met."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
     level = request.app[DURABILITY].level(request.query.get("w"))
+    request.app[GUARD].limit_user(user)
     store = request.app[STORE]
-    result = store.like(key, user) if liking else store.unlike(key, user)
+    result = causal.set_like(request, store, key, user, liking=liking)
     if result.changed:
         request.app[METRICS].count_writes("like" if liking else "unlike")
     await request.app[DURABILITY].commit(level, (key,))
@@ -264,6 +349,7 @@ async def add_to_counter(request: web.Request) -> web.Response:
     delta = inputs.counter_delta(await read_json(request), settings.max_counter_delta)
     level = request.app[DURABILITY].level(request.query.get("w"))
     value = request.app[STORE].add_to_counter(key, name, delta)
+    causal.note(request)  # no dots: the answer carries the token it was sent
     await request.app[DURABILITY].commit(level, (key,))
     if delta:
         request.app[METRICS].count_writes("counter")
@@ -283,12 +369,13 @@ async def batch(request: web.Request) -> web.Response:
     """Many likes and unlikes: all validated first, then applied in order; one result per op."""
     ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
     level = request.app[DURABILITY].level(request.query.get("w"))
+    request.app[GUARD].limit_users(op.user for op in ops)  # all or none, before anything is applied
     store = request.app[STORE]
     results = []
     changed = {"like": 0, "unlike": 0}
     for op in ops:
         liking = op.op == "like"
-        outcome = store.like(op.key, op.user) if liking else store.unlike(op.key, op.user)
+        outcome = causal.set_like(request, store, op.key, op.user, liking=liking)
         results.append(_like_reply(liking, outcome))
         changed[op.op] += outcome.changed
     for kind, count in changed.items():
@@ -363,6 +450,15 @@ def _checkpoint_status(app: web.Application) -> dict[str, Any]:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return reply({"status": "ok", "node": request.app[NODE].name})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 document of every route (``node.openapi``), for clients and schemathesis."""
+    return web.Response(body=_OPENAPI, content_type="application/json")
+
+
+_OPENAPI = orjson.dumps(openapi_document())
 
 
 @routes.get("/metrics")

@@ -1,4 +1,4 @@
-"""The ``likes`` command line: ``up``, ``node``, ``status`` and ``restore``.
+"""The ``likes`` command line: ``up``, ``node``, ``status``, ``restore`` and ``keys``.
 
 A bad cluster file is reported in one line naming the key, with exit status 2 and no traceback, so a
 typo reads as a typo and not as a crash.
@@ -7,11 +7,13 @@ typo reads as a typo and not as a crash.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from node.config import load_config
+from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
+from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
 
 #: Exit status for a configuration the command cannot run with (argparse uses it for usage errors).
@@ -46,7 +48,56 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--name", action="append", help="node to restore (repeatable; default: every node on this host)"
     )
+
+    keys = commands.add_parser(
+        "keys",
+        help="list or change the gossip keyring of every running node (install, use, remove)",
+        description="Rotate the gossip key without a restart: install the new key, use it, remove the "
+        "old one, each on every node before the next. Requests are signed with a key of the cluster "
+        "file's security section.",
+    )
+    keys.add_argument("operation", choices=["list", "install", "use", "remove"])
+    keys.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
+    which = keys.add_mutually_exclusive_group()
+    which.add_argument(
+        "--key-env", metavar="VAR", help="environment variable holding the key (default for install: stdin)"
+    )
+    which.add_argument(
+        "--key-id", metavar="HEX", help="the key's id as `likes keys list` shows it (use, remove)"
+    )
+    keys.add_argument(
+        "--force", action="store_true", help="skip the check that every node is ready (use, remove)"
+    )
     return parser
+
+
+def _keys(args: argparse.Namespace, config: ClusterConfig) -> int:
+    """``likes keys``: the key or key id the operation names, then the operation on every node."""
+    from node.keyring_api import run_keys_command
+
+    key: bytes | None = None
+    ident: bytes | None = None
+    if args.key_env is not None:
+        value = os.environ.get(args.key_env)
+        if value is None:
+            raise ConfigError(f"--key-env: environment variable {args.key_env} is not set")
+        key = value.encode()
+    elif args.key_id is not None:
+        try:
+            ident = bytes.fromhex(args.key_id)
+        except ValueError:
+            ident = b""
+        if len(ident) != KEY_ID_BYTES:
+            raise ConfigError(f"--key-id: expected {2 * KEY_ID_BYTES} hex digits, got {args.key_id!r}")
+    elif args.operation == "install":
+        key = sys.stdin.readline().rstrip("\r\n").encode()  # not an argument: argv is visible in ps
+    elif args.operation != "list":
+        raise ConfigError(f"likes keys {args.operation}: name the key with --key-env or --key-id")
+    if args.operation == "install" and key is None:
+        raise ConfigError("likes keys install: give the key itself (--key-env or stdin), not its id")
+    if key is not None and len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"the key must be at least {MIN_KEY_BYTES} bytes")
+    return run_keys_command(config, args.operation, key=key, ident=ident, force=args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_cluster(args.config.resolve(), config)
         if args.command == "node":
-            import os
-
             from node.server import run_node
 
             config.node(args.name)  # an unknown name is a configuration error, before any start-up
@@ -74,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 config.node(name)
             return restore_from_mysql(config, names)
+        if args.command == "keys":
+            return _keys(args, config)
         from node.status import report_status
 
         return report_status(config)

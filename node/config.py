@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gossip.security import Keyring, KeyringError
 from node.errors import ConfigError
 
 #: Node names become part of actor ids and directory names: short, plain ASCII.
@@ -107,33 +108,148 @@ class GossipSettings:
 
 @dataclass(frozen=True)
 class SecuritySettings:
-    """The cluster secret that authenticates every gossip frame: exactly one of the two keys."""
+    """The gossip keyring that authenticates every frame: set exactly one of the four keys below.
 
-    #: The secret itself (at least 16 bytes). Fine for a laptop; prefer ``secret_env`` elsewhere.
+    Keys are strings of at least 16 bytes (UTF-8). With several, the first signs every frame and all
+    of them verify: a node started mid-rotation lists the key in use first and the other still in the
+    ring after it. A running node changes its ring without a restart (``likes keys``); what it starts
+    with is always this section, so update it (or the variable it names) with every rotation step.
+    """
+
+    #: One key, the whole keyring. Fine for a laptop; prefer ``secret_env`` or ``keys_env`` elsewhere.
     secret: str | None = None
-    #: Name of the environment variable holding the secret, read when a node starts.
+    #: Name of the environment variable holding one key, read when a node starts.
     secret_env: str | None = None
+    #: The keyring as a list of keys, the signing key first, e.g. ``[new-key..., old-key...]``.
+    keys: tuple[str, ...] | None = None
+    #: Name of the environment variable holding the keyring as comma-separated keys, the signing key
+    #: first (``LIKES_KEYS=new-key...,old-key...``; spaces around each key are dropped, so a key
+    #: given this way cannot contain a comma or begin or end with a space).
+    keys_env: str | None = None
+    #: Bearer tokens of the HTTP API (each 16-256 characters of ``A-Za-z0-9._~+/=-``). When set,
+    #: every write (likes, unlikes, counters, batch) and every admin route (``/v1/keyring``) needs
+    #: ``Authorization: Bearer <one of them>`` (401 otherwise); reads stay open. Unset (the
+    #: default): writes are open to whoever reaches the port, and admin routes still need a request
+    #: signed with a gossip key. Set at most one of ``api_tokens`` and ``api_tokens_env``.
+    api_tokens: tuple[str, ...] | None = None
+    #: Name of the environment variable holding the API tokens, comma-separated.
+    api_tokens_env: str | None = None
 
-    def resolve(self, environ: Mapping[str, str] | None = None) -> bytes:
-        """The secret's bytes, read from the environment if so configured."""
-        if self.secret is not None:
-            value, key = self.secret, "security.secret"
+    def resolve_api_tokens(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The API tokens (empty: writes are open), read from the environment if so configured."""
+        if self.api_tokens is not None:
+            return self.api_tokens
+        if self.api_tokens_env is None:
+            return ()
+        found = (os.environ if environ is None else environ).get(self.api_tokens_env)
+        if found is None:
+            raise ConfigError(
+                f"security.api_tokens_env: environment variable {self.api_tokens_env} is not set"
+            )
+        tokens = tuple(token.strip() for token in found.split(","))
+        _check_api_tokens(tokens, f"security.api_tokens_env ({self.api_tokens_env})")
+        return tokens
+
+    def resolve_keys(self, environ: Mapping[str, str] | None = None) -> tuple[bytes, ...]:
+        """The keyring's keys, signing key first, read from the environment if so configured."""
+        env = os.environ if environ is None else environ
+        if self.keys is not None:
+            values, where = list(self.keys), "security.keys"
+        elif self.keys_env is not None:
+            found = env.get(self.keys_env)
+            if found is None:
+                raise ConfigError(f"security.keys_env: environment variable {self.keys_env} is not set")
+            values, where = [key.strip() for key in found.split(",")], f"security.keys_env ({self.keys_env})"
+        elif self.secret is not None:
+            values, where = [self.secret], "security.secret"
         else:
             assert self.secret_env is not None  # load_config guarantees exactly one
-            env = os.environ if environ is None else environ
             found = env.get(self.secret_env)
             if found is None:
                 raise ConfigError(f"security.secret_env: environment variable {self.secret_env} is not set")
-            value, key = found, f"security.secret_env ({self.secret_env})"
-        secret = value.encode()
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(f"{key}: the secret must be at least {MIN_SECRET_BYTES} bytes")
-        return secret
+            values, where = [found], f"security.secret_env ({self.secret_env})"
+        keys = tuple(value.encode() for value in values)
+        _check_keys(keys, where)
+        return keys
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> bytes:
+        """The signing key's bytes (the whole ring is checked): ``resolve_keys()[0]``."""
+        return self.resolve_keys(environ)[0]
+
+
+def _check_keys(keys: tuple[bytes, ...], where: str) -> None:
+    """Refuse an empty ring, a short or repeated key, and two keys that share a wire key id."""
+    if not keys:
+        raise ConfigError(f"{where}: list at least one key")
+    singular = len(keys) == 1 and not where.startswith("security.keys")
+    for i, key in enumerate(keys):
+        name = where if singular else f"{where}[{i}]"
+        if len(key) < MIN_SECRET_BYTES:
+            what = "the secret" if singular else "a key"
+            raise ConfigError(f"{name}: {what} must be at least {MIN_SECRET_BYTES} bytes")
+        if key in keys[:i]:
+            raise ConfigError(f"{name}: the same key is listed twice")
+    try:
+        Keyring(keys)
+    except KeyringError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+#: What an API token may hold: RFC 6750's token characters, long enough not to be guessed.
+API_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+
+
+def _check_api_tokens(tokens: tuple[str, ...], where: str) -> None:
+    """Refuse an empty list, a short or odd token, and a token listed twice."""
+    if not tokens:
+        raise ConfigError(f"{where}: list at least one token (or leave api tokens unset)")
+    for i, token in enumerate(tokens):
+        if not API_TOKEN.fullmatch(token):
+            raise ConfigError(f"{where}[{i}]: a token must be 16-256 characters of A-Za-z0-9._~+/=-")
+        if token in tokens[:i]:
+            raise ConfigError(f"{where}[{i}]: the same token is listed twice")
+
+
+def _parse_security(raw: object) -> SecuritySettings:
+    """The security section: exactly one way to give the keyring, each checked as far as it can be."""
+    data = _mapping(raw, "security")
+    given: dict[str, Any] = {}
+    if "keys" in data:
+        keys = data.pop("keys")
+        if not isinstance(keys, list) or not all(type(key) is str for key in keys):
+            raise ConfigError(f"security.keys: expected a list of strings, got {keys!r:.60}")
+        given["keys"] = tuple(keys)
+    if "api_tokens" in data:
+        tokens = data.pop("api_tokens")
+        if not isinstance(tokens, list) or not all(type(token) is str for token in tokens):
+            raise ConfigError(f"security.api_tokens: expected a list of strings, got {type(tokens).__name__}")
+        _check_api_tokens(tuple(tokens), "security.api_tokens")
+        given["api_tokens"] = tuple(tokens)
+    security = _parse_section(SecuritySettings, data, "security", given=given)
+    if security.api_tokens is not None and security.api_tokens_env is not None:
+        raise ConfigError("security: set at most one of security.api_tokens and security.api_tokens_env")
+    chosen = [
+        name for name in ("secret", "secret_env", "keys", "keys_env") if getattr(security, name) is not None
+    ]
+    if len(chosen) != 1:
+        raise ConfigError(
+            "security: set exactly one of security.secret, security.secret_env, security.keys and "
+            f"security.keys_env (found {', '.join(chosen) or 'none'})"
+        )
+    if security.secret is not None:
+        _check_keys((security.secret.encode(),), "security.secret")
+    if security.keys is not None:
+        _check_keys(tuple(key.encode() for key in security.keys), "security.keys")
+    for name in ("secret_env", "keys_env", "api_tokens_env"):
+        variable = getattr(security, name)
+        if variable is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+            raise ConfigError(f"security.{name}: expected an environment variable name")
+    return security
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Limits of the HTTP API; a request over a limit is rejected whole (413 or 422)."""
+    """Limits of the HTTP API; a request over a limit is rejected whole (413, 422 or 429)."""
 
     #: Largest request body, in bytes (413 above).
     max_body_bytes: int = _bounded(1024 * 1024, 1, 64 * 1024 * 1024)
@@ -152,6 +268,27 @@ class ApiSettings:
     #: How long a write at ``?w=majority`` or ``?w=all`` waits for peers' receipts before answering
     #: 503 ``write_timeout`` (the write is durable locally and still spreads by gossip).
     write_timeout_ms: int = _bounded(2_000, 1, 600_000)
+    # Rate limits: token buckets kept by each node for itself, refilled continuously; over a limit
+    # the answer is 429 with ``Retry-After`` and nothing is applied. A rate of 0 disables that limit.
+    #: Requests per second one client may make to one node, any route (a batch is one request). A
+    #: client is its valid API token, else its remote address. The default is above what one node
+    #: serves, so it never throttles the benchmarks (one loopback client); lower it to a client's
+    #: fair share where clients are many.
+    client_rate: int = _bounded(20_000, 0, 100_000_000)
+    #: Requests one client may make at once, from a full bucket.
+    client_burst: int = _bounded(40_000, 1, 1_000_000_000)
+    #: Likes and unlikes per second of one user id on one node (path ``{user}`` or each batch op's
+    #: ``user``): a person clicks a few times a second at most, a script far more.
+    user_rate: int = _bounded(20, 0, 100_000_000)
+    #: Likes and unlikes one user may make at once; a batch holding more for one user is 422.
+    user_burst: int = _bounded(40, 1, 1_000_000_000)
+    #: Buckets remembered per table (clients, users) before the oldest generation is dropped early;
+    #: memory is about ``2 * rate_limit_keys`` small entries per table.
+    rate_limit_keys: int = _bounded(100_000, 100, 100_000_000)
+    #: How long a request carrying a causal token (``Likes-Causal-Token``, see ``node.causal``) waits,
+    #: pulling from peers, for the writes the token names before answering 503 ``causal_timeout``
+    #: (having changed nothing). 0 answers at once when they are not already here.
+    causal_wait_ms: int = _bounded(1_000, 0, 60_000)
 
 
 @dataclass(frozen=True)
@@ -276,14 +413,8 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
     if api.default_page_limit > api.max_page_limit:
         raise ConfigError("api.default_page_limit: must not exceed api.max_page_limit")
     if "security" not in raw:
-        raise ConfigError("security: missing (set security.secret or security.secret_env)")
-    security = _parse_section(SecuritySettings, raw["security"], "security")
-    if (security.secret is None) == (security.secret_env is None):
-        raise ConfigError("security: set exactly one of security.secret and security.secret_env")
-    if security.secret is not None and len(security.secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(f"security.secret: the secret must be at least {MIN_SECRET_BYTES} bytes")
-    if security.secret_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", security.secret_env):
-        raise ConfigError("security.secret_env: expected an environment variable name")
+        raise ConfigError("security: missing (set security.secret, secret_env, keys or keys_env)")
+    security = _parse_security(raw["security"])
     return ClusterConfig(
         nodes=nodes, storage=storage, gossip=gossip, security=security, api=api, checkpoint=checkpoint
     )

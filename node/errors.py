@@ -6,6 +6,9 @@ modules that validate input need not know about aiohttp.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 
 class NodeError(Exception):
     """Root of the errors raised by the node package."""
@@ -33,9 +36,11 @@ class RequestError(NodeError):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: Headers the error response carries (``Retry-After``, ``WWW-Authenticate``).
+        self.headers = headers
 
 
 class MalformedRequest(RequestError):
@@ -57,6 +62,29 @@ class MethodNotAllowed(RequestError):
 
     status = 405
     code = "method_not_allowed"
+
+
+class Unauthorized(RequestError):
+    """A write or admin request without a valid ``Authorization: Bearer`` token (when tokens are set)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        challenge = 'Bearer realm="likes"' + (', error="invalid_token"' if invalid_token else "")
+        super().__init__(message, {"WWW-Authenticate": challenge})
+
+
+class TooManyRequests(RequestError):
+    """A client or a user is over its rate limit; nothing was applied. ``Retry-After`` says when to
+    try again, in whole seconds (at least 1)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, {"Retry-After": str(max(1, math.ceil(retry_after)))})
+        self.retry_after = retry_after
 
 
 class PayloadTooLarge(RequestError):

@@ -27,6 +27,7 @@ from node.config import ClusterConfig, NodeSpec, load_config
 from node.datadir import NodeDataDir, NodeIdentity
 from node.durability import Durability
 from node.errors import ConfigError, StartupError
+from node.keyring_api import add_keyring_routes
 from node.store import LikeStore
 from node.wal import WriteAheadLog
 
@@ -44,8 +45,9 @@ DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 PARENT_CHECK_INTERVAL = 1.0
 
 
-def gossip_config(config: ClusterConfig, spec: NodeSpec, secret: bytes) -> GossipConfig:
-    """The gossip settings of node ``spec``: every other node is a seed."""
+def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[bytes, ...]) -> GossipConfig:
+    """The gossip settings of node ``spec`` with ``keys`` (one key, or the ring): every other node is a
+    seed."""
     g = config.gossip
     seeds = tuple(Peer(n.name, n.host, n.gossip_port) for n in config.nodes if n.name != spec.name)
     try:
@@ -54,7 +56,7 @@ def gossip_config(config: ClusterConfig, spec: NodeSpec, secret: bytes) -> Gossi
             host=spec.host,
             port=spec.gossip_port,
             seeds=seeds,
-            keyring=(secret,),
+            keyring=(keys,) if isinstance(keys, bytes) else keys,
             delta_interval=g.delta_interval_ms / 1000,
             fanout=g.fanout,
             full_fanout_peers=g.full_fanout_peers,
@@ -99,13 +101,13 @@ def build_node_app(
     store: LikeStore,
     wal: WriteAheadLog,
     identity: NodeIdentity,
-    secret: bytes,
+    keys: tuple[bytes, ...],
     *,
     parent_pid: int | None = None,
 ) -> web.Application:
     """The application of node ``name``, with its log and gossip attached to its lifecycle."""
     spec = config.node(name)
-    gossiper = Gossiper(gossip_config(config, spec, secret), store)
+    gossiper = Gossiper(gossip_config(config, spec, keys), store)
     durability = Durability(
         store,
         wal,
@@ -123,7 +125,10 @@ def build_node_app(
         gossip_address=f"{spec.host}:{spec.gossip_port}",
         pid=os.getpid(),
     )
-    app = create_app(durability, config.api, description, gossiper)
+    app = create_app(
+        durability, config.api, description, gossiper, api_tokens=config.security.resolve_api_tokens()
+    )
+    add_keyring_routes(app, gossiper.keyring)
     app[GOSSIPER] = gossiper
     app.cleanup_ctx.append(_gossip)
     app[CHECKPOINTER] = Checkpointer(
@@ -194,7 +199,7 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM."""
     config = load_config(config_path)
     spec = config.node(name)
-    secret = config.security.resolve()
+    keys = config.security.resolve_keys()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         identity = data_dir.claim_identity()
@@ -205,7 +210,7 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
             mark_durable=os.environ.get(DURABLE_MARK_ENV) == "1",
         )
         store = open_store(config, identity, wal)
-        app = build_node_app(config, name, store, wal, identity, secret, parent_pid=parent_pid)
+        app = build_node_app(config, name, store, wal, identity, keys, parent_pid=parent_pid)
         try:
             web.run_app(
                 app,

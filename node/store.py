@@ -169,6 +169,22 @@ class LikeStore:
         item = self._items.get(key.to_bytes())
         return item is not None and user in item.likers
 
+    def like_dots(self, key: ItemKey, user: int) -> tuple[tuple[str, int], ...]:
+        """The ``(writer, counter)`` dots that make ``user`` like the item here (empty if not liked):
+        what a causal token names (``node.causal``)."""
+        item = self._items.get(key.to_bytes())
+        return () if item is None else item.likers.dots_of(user)
+
+    def observed(self, raw: bytes, user: int, writer: str, counter: int, *, removed: bool) -> bool:
+        """Whether the item under ``raw`` has seen the dot ``(writer, counter)`` (``removed``: and seen
+        it removed from ``user``). Read-only; monotone, so a causal wait can poll it."""
+        item = self._items.get(raw)
+        if item is None:
+            return False
+        if removed:
+            return item.likers.has_removed(user, writer, counter)
+        return item.likers.has_seen(writer, counter)
+
     def count(self, key: ItemKey) -> int:
         """How many users like the item."""
         item = self._items.get(key.to_bytes())

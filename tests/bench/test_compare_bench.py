@@ -84,6 +84,7 @@ def test_quick_compare_measures_ours_and_every_peer(
         (found,) = stores.mysql(f"SHOW DATABASES LIKE '{systems[name]['mysql_database']}'")
         assert found is None
     assert stores.delete_prefix(usual["redis_prefix"]) == 0
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # throughput and latency chart
     table = (tmp_path / "compare.md").read_text()
     assert "ours / no-op like throughput" in table and "Pinning:" in table
     assert "ours / usual design" in capsys.readouterr().out

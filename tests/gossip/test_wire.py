@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gossip import FrameError, MemberInfo, MemberState
+from gossip.errors import FrameAuthError
 from gossip.messages import (
     Ack,
     Deltas,
@@ -97,8 +99,15 @@ def test_a_flipped_bit_anywhere_after_the_prefix_fails_authentication(position: 
 
 def test_a_frame_signed_with_another_key_is_rejected() -> None:
     stranger = FrameCodec(Keyring([OTHER_KEY]), CAP)
-    with pytest.raises(FrameError, match="authentication"):
+    with pytest.raises(FrameAuthError, match="authentication"):
         codec.decode(frame_of(EVERY_MESSAGE[0], stranger))
+
+
+def test_a_frame_naming_a_known_key_but_tagged_by_another_is_rejected() -> None:
+    """The key id only picks the key to try; a stranger who copies our id still fails the tag."""
+    signed = frame_of(EVERY_MESSAGE[0])[20:]
+    with pytest.raises(FrameAuthError):
+        codec.decode(resign(b"", signed=signed, key=OTHER_KEY))
 
 
 def test_a_keyring_with_the_old_and_the_new_key_verifies_both() -> None:
@@ -130,6 +139,48 @@ def test_an_oversized_frame_is_rejected_before_anything_else() -> None:
         payload_length(frame[:4], CAP)
     with pytest.raises(FrameError, match="exceeds"):
         codec.encode(MessageType.DELTAS, ["n1", 0, [[b"k", noise]]])
+
+
+def test_an_oversized_length_prefix_is_rejected_without_reading_or_allocating() -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="exceeds"):
+            codec.decode(LENGTH_PREFIX.pack(2**32 - 1) + bytes(64))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+#: msgpack headers announcing 4 GiB (32-bit) or 64 KiB (16-bit) strings, binaries, arrays and maps.
+HUGE_HEADERS = {
+    "bin32": b"\xc6\xff\xff\xff\xff",
+    "str32": b"\xdb\xff\xff\xff\xff",
+    "array32": b"\xdd\xff\xff\xff\xff",
+    "map32": b"\xdf\xff\xff\xff\xff",
+    "bin16": b"\xc5\xff\xff",
+    "str16": b"\xda\xff\xff",
+    "array16": b"\xdc\xff\xff",
+    "map16": b"\xde\xff\xff",
+    "ext32": b"\xc9\x00\x00\x00\x10\x01",
+}
+
+
+@pytest.mark.parametrize("header", HUGE_HEADERS.values(), ids=HUGE_HEADERS.keys())
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "deflated"])
+def test_every_length_inside_a_signed_body_is_capped_by_the_body(header: bytes, compressed: bool) -> None:
+    """A correctly signed body announcing more than it holds fails before anything that size exists."""
+    body = b"\x93\xa2n1\x00\x91\x92\xa1k" + header + bytes(32)  # ["n1", 0, [["k", <huge>]]]
+    kind = MessageType.DELTAS | (COMPRESSED if compressed else 0)
+    frame = signed_as(kind, zlib.compress(body) if compressed else body)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError):
+            parse(*codec.decode(frame))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024, f"decoding allocated {peak} bytes"
 
 
 def test_a_large_repetitive_body_travels_compressed_and_round_trips() -> None:
