@@ -75,14 +75,15 @@ class DeltaDisseminator:
 
     def flush(self) -> int:
         """Drain the replica's deltas and push them now; the number of (key, delta) items drained."""
-        items = self._replica.drain_deltas()
-        if not items:
-            return 0
         peers = self._peers()
         if not peers:
             # Nobody to tell: dropping is safe, anti-entropy ships the state once a peer shows up.
-            self._counters["deltas_unsent"] += len(items)
-            return len(items)
+            dropped = self._replica.discard_deltas()
+            self._counters["deltas_unsent"] += dropped
+            return dropped
+        items = self._replica.drain_deltas()
+        if not items:
+            return 0
         if len(peers) <= self._config.full_fanout_peers:
             self._push(items, peers, hops=0)
         else:

@@ -17,6 +17,11 @@ class Replica(Protocol):
         """Return and forget the deltas produced locally since the last call, as (key, delta)."""
         ...
 
+    def discard_deltas(self) -> int:
+        """Forget the deltas produced locally since the last call without encoding them (nobody
+        to send them to); how many items had one."""
+        ...
+
     def drain_changed(self) -> Iterable[bytes]:
         """Return and forget the keys whose state changed since the last call (writes and merges).
 

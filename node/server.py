@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -43,6 +44,8 @@ PARENT_PID = web.AppKey("parent_pid", int)
 DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 #: How often a child of ``likes up`` checks that its parent is still there, in seconds.
 PARENT_CHECK_INTERVAL = 1.0
+#: Allocations (net of frees) between two young-generation collections; CPython's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[bytes, ...]) -> GossipConfig:
@@ -211,6 +214,7 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
         )
         store = open_store(config, identity, wal)
         app = build_node_app(config, name, store, wal, identity, keys, parent_pid=parent_pid)
+        _tune_garbage_collector()
         try:
             web.run_app(
                 app,
@@ -224,6 +228,16 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
         except OSError as exc:  # binding HTTP or gossip; run_app has already cleaned up
             raise StartupError(f"node {name} cannot start: {exc}") from exc
     log.info("node %s stopped", name)
+
+
+def _tune_garbage_collector() -> None:
+    """Fewer, cheaper collections: what start-up built (the restored store, modules) is frozen out of
+    every later collection, and young objects get a larger generation, so the per-request garbage of
+    thousands of requests a second is rarely promoted into full collections that stall every request
+    (each took 25-30 ms under load with the defaults). Cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

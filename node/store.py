@@ -272,6 +272,13 @@ class LikeStore:
         deltas.extend((raw, encoded.get(raw) or encode_item(delta)) for raw, delta in pending.items())
         return deltas
 
+    def discard_deltas(self) -> int:
+        """Forget the local deltas since the last call unencoded (a node alone); how many items."""
+        dropped = len(self._pending_likes.keys() | self._pending.keys())
+        self._pending_likes, self._pending, self._pending_bytes = {}, {}, {}
+        self._unnamed.clear()
+        return dropped
+
     def drain_changed(self) -> Iterable[bytes]:
         """The keys changed since the last call; the first call returns every key."""
         if not self._drained_once:

@@ -55,6 +55,11 @@ class GrowOnlySets:
         self._deltas.clear()
         return deltas
 
+    def discard_deltas(self) -> int:
+        dropped = len(self._deltas)
+        self._deltas.clear()
+        return dropped
+
     def drain_changed(self) -> Iterable[bytes]:
         changed, self._changed = self._changed, set()
         return changed
