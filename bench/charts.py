@@ -48,10 +48,14 @@ def _commit(results: Mapping[str, Any]) -> str:
     return commit.split(":")[0]
 
 
-def _bars(axes: Axes, labels: Sequence[str], values: Sequence[float], title: str, unit: str) -> None:
+def _bars(
+    axes: Axes, labels: Sequence[str], values: Sequence[float], title: str, unit: str, *, log: bool = True
+) -> None:
+    """Bars with their values on top; ``log`` when the values span orders of magnitude."""
     bars = axes.bar(range(len(labels)), [_figure_value(v) for v in values], color="tab:blue")
-    axes.set_yscale("log")
-    _plain(axes)
+    if log:
+        axes.set_yscale("log")
+        _plain(axes)
     axes.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     axes.set_title(title)
     axes.set_ylabel(unit)
@@ -105,9 +109,8 @@ def compare_chart(results: Mapping[str, Any], path: Path) -> Path:
     labels = list(systems)
     closed = [systems[name]["closed"] for name in labels]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    _bars(
-        left, labels, [float(c["achieved_rate"]) for c in closed], "like throughput (closed loop)", "likes/s"
-    )
+    rates = [float(c["achieved_rate"]) for c in closed]
+    _bars(left, labels, rates, "like throughput (closed loop)", "likes/s", log=False)
     _latencies(right, labels, [c["latency"] for c in closed], "latency (closed loop)")
     kind = "quick (smoke sizes)" if results.get("quick") else "full size"
     return _save(figure, path, f"python -m bench compare, {kind}, commit {_commit(results)}")

@@ -11,8 +11,14 @@ Ownership: each item is written by one owner, chosen by rendezvous hashing over 
 highest ``hash(member, item)`` wins), and another member takes over when the owner dies, so the
 cluster writes each change once, not once per node. A member that gains items (at start, or when a
 member dies or joins) writes them in full (``full=True``): it cannot know what the previous owner
-managed to write. Redis and MySQL are shared, so they hold every item; each node's embedded SQLite
-file holds the items that node owns (together, the files hold the whole cluster's state).
+managed to write. It does so only ``TAKEOVER_DELAY`` seconds after the start or the change, on the
+view it then has: a full write cancels the users the writer does not hold, so a writer still behind
+its peers (just started and catching up, or briefly sure a busy owner was dead while that owner kept
+writing) would cancel likes it has not received yet. Until then it writes the changes it sees, which
+is always safe; a change of membership that is undone within the delay rewrites nothing.
+
+Redis and MySQL are shared, so they hold every item; each node's embedded SQLite file holds the items
+that node owns (together, the files hold the whole cluster's state).
 
 Liked-at times are the time the checkpointer first sees a like (the CRDT keeps no clocks); sinks keep
 the first one they were given. Item states (for disaster recovery) go with every write of an item to
@@ -47,6 +53,9 @@ LARGE_STATE_INTERVAL = 30.0
 #: Seconds between state writes of any item to the embedded SQLite file (see the module docstring).
 SQLITE_STATE_INTERVAL = 60.0
 
+#: Seconds a node waits after a start or a membership change before it rewrites in full the items it
+#: gained (see the module docstring).
+TAKEOVER_DELAY = 5.0
 #: Seconds of checkpoint building between yields to the event loop (requests wait meanwhile).
 BUILD_SLICE = 0.002
 
@@ -128,7 +137,7 @@ class Lane:
     def due(self, now: float) -> bool:
         return bool(self._pending) and now >= self._retry_at
 
-    async def flush(self, store: LikeStore, now_ms: int) -> None:
+    async def flush(self, store: LikeStore, now_ms: int, encoded: dict[bytes, bytes]) -> None:
         """Write everything pending, batch by batch; on failure keep the rest and back off."""
         try:
             if not self._opened:
@@ -136,7 +145,9 @@ class Lane:
                 self._opened = True
             while self._pending:
                 taken = dict(list(self._pending.items())[: self._batch_items])
-                batch = await _checkpoints(store, taken, self._state_written, self._state_interval, now_ms)
+                batch = await _checkpoints(
+                    store, taken, self._state_written, self._state_interval, now_ms, encoded
+                )
                 await self.sink.write(batch)
                 for raw in taken:
                     if self._pending.get(raw) is taken[raw]:
@@ -173,13 +184,14 @@ async def _checkpoints(
     state_written: dict[bytes, float],
     state_interval: float,
     now_ms: int,
+    encoded: dict[bytes, bytes],
 ) -> list[ItemCheckpoint]:
     """The checkpoints of ``taken``, built in slices of ``BUILD_SLICE`` seconds: encoding hundreds of
     item states at once would stall every request for tens of milliseconds."""
     batch: list[ItemCheckpoint] = []
     deadline = time.monotonic() + BUILD_SLICE
     for raw, pending in taken.items():
-        batch.append(_checkpoint(store, raw, pending, state_written, state_interval, now_ms))
+        batch.append(_checkpoint(store, raw, pending, state_written, state_interval, now_ms, encoded))
         if time.monotonic() >= deadline:
             await asyncio.sleep(0)
             deadline = time.monotonic() + BUILD_SLICE
@@ -193,8 +205,10 @@ def _checkpoint(
     state_written: dict[bytes, float],
     state_interval: float,
     now_ms: int,
+    encoded: dict[bytes, bytes],
 ) -> ItemCheckpoint:
-    """The item as it is now, for the users pending (or all of them when ``full``)."""
+    """The item as it is now, for the users pending (or all of them when ``full``). A large item's
+    state encoded for one lane this round is reused by the others (``encoded``): it is megabytes."""
     key = ItemKey.from_bytes(raw)
     item = store.item(raw)
     likers = item.likers
@@ -209,7 +223,11 @@ def _checkpoint(
     interval = max(state_interval, LARGE_STATE_INTERVAL if len(likers) > LARGE_ITEM_LIKES else 0.0)
     written = state_written.get(raw)
     if interval == 0 or pending.full or written is None or now - written >= interval:
-        state = encode_item(item)
+        state = encoded.get(raw)
+        if state is None:
+            state = encode_item(item)
+            if len(likers) > LARGE_ITEM_LIKES:
+                encoded[raw] = state
         if interval:
             state_written[raw] = now
     return ItemCheckpoint(
@@ -236,6 +254,7 @@ class Checkpointer:
         interval: float,
         batch_items: int,
         max_backoff: float,
+        takeover_delay: float = TAKEOVER_DELAY,
     ) -> None:
         self._store = store
         self._me = me
@@ -243,6 +262,9 @@ class Checkpointer:
         self._interval = interval
         self.lanes = [Lane(sink, batch_items=batch_items, max_backoff=max_backoff) for sink in sinks]
         self._members: frozenset[str] = frozenset()
+        self._takeover_delay = takeover_delay
+        #: A pending full rewrite: when it is due, and the members before the change (None: start).
+        self._takeover: tuple[float, frozenset[str] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -277,32 +299,36 @@ class Checkpointer:
         """One round: take the store's dirty items, follow ownership changes, write what is due."""
         dirty = self._store.drain_dirty()
         members = frozenset(self._live_members()) | {self._me}
+        now = time.monotonic()
         if not self._started:
-            # What the sinks hold is unknown (a restart, a new sink): write every item in full once.
+            # What the sinks hold is unknown (a restart, a new sink): every item owned, in full.
             self._started = True
-            everything: dict[bytes, set[int]] = {raw: set() for raw in self._store.item_keys()}
-            for lane in self.lanes:
-                lane.absorb(everything, full=True)
-        elif members != self._members:
-            self._take_over(self._members, members)
+            self._takeover = (now + self._takeover_delay, None)
+        elif members != self._members and self._takeover is None:
+            self._takeover = (now + self._takeover_delay, self._members)
         self._members = members
+        if self._takeover is not None and now >= self._takeover[0]:
+            self._take_over(self._takeover[1], members)
+            self._takeover = None
         mine = self._owned_by_me(members)
         for lane in self.lanes:
             lane.absorb(dirty)
             lane.forget(mine)
-        now = time.monotonic()
         now_ms = int(time.time() * 1000)
+        encoded: dict[bytes, bytes] = {}
         for lane in self.lanes:
             if force or lane.due(now):
-                await lane.flush(self._store, now_ms)
+                await lane.flush(self._store, now_ms, encoded)
 
     def _owned_by_me(self, members: frozenset[str]) -> Callable[[bytes], bool]:
         ordered = sorted(members)
         return lambda raw: owner(raw, ordered) == self._me
 
-    def _take_over(self, before: frozenset[str], after: frozenset[str]) -> None:
-        """Members changed: the items this node now owns and did not before are written in full."""
-        was_mine, is_mine = self._owned_by_me(before | {self._me}), self._owned_by_me(after)
+    def _take_over(self, before: frozenset[str] | None, after: frozenset[str]) -> None:
+        """The items this node owns under ``after`` and did not under ``before`` (all it owns when
+        ``before`` is None: a start) are written in full."""
+        is_mine = self._owned_by_me(after)
+        was_mine = (lambda raw: False) if before is None else self._owned_by_me(before | {self._me})
         gained = {raw: set[int]() for raw in self._store.item_keys() if is_mine(raw) and not was_mine(raw)}
         if gained:
             log.info("members changed; this node now owns %d more items", len(gained))
