@@ -23,7 +23,6 @@ Elements are unsigned 64-bit integers (user ids). Dots are packed ints (see ``cr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from typing import Any
@@ -60,25 +59,6 @@ def check_element(element: object) -> int:
     if not 0 <= element <= MAX_ELEMENT:
         raise ValueError("ORSet elements are unsigned 64-bit integers")
     return element
-
-
-#: The digest's element sum is kept modulo 2**64.
-_HASH_MASK = (1 << 64) - 1
-#: Per actor index: a 64-bit id derived from the actor's name, the same in every process.
-_ACTOR_IDS: dict[int, int] = {}
-
-
-def _pair_hash(element: int, dot: int) -> int:
-    """A 64-bit hash of (element, dot) equal in every process: dots name actors by per-process
-    indices, so the actor enters through an id derived from its name. Python's hash of a tuple of
-    ints is fixed by the language (no per-process seed), and ten times cheaper than a blake2b."""
-    actor = dot & ACTOR_MASK
-    ident = _ACTOR_IDS.get(actor)
-    if ident is None:
-        ident = _ACTOR_IDS[actor] = int.from_bytes(
-            hashlib.blake2b(actor_name(actor).encode(), digest_size=8).digest(), "big"
-        )
-    return hash((element, ident, dot >> ACTOR_BITS)) & _HASH_MASK
 
 
 def _as_tuple(dots: Dots) -> tuple[int, ...]:
@@ -158,15 +138,12 @@ class _DotIndex:
 class ORSet:
     """An add-wins observed-remove set of unsigned 64-bit ints; see the module docstring."""
 
-    __slots__ = ("_cc", "_entries", "_index", "_khash")
+    __slots__ = ("_cc", "_entries", "_index")
 
     def __init__(self) -> None:
         self._entries: dict[int, Dots] = {}
         self._cc = CausalContext()
         self._index: _DotIndex | None = None
-        #: Sum of ``_pair_hash`` over every (element, dot) held, once ``digest`` was asked (then
-        #: kept current by every change); None before: deltas never pay for it.
-        self._khash: int | None = None
 
     # -- mutators: change the state in place and return the delta --------------------------------
 
@@ -184,8 +161,6 @@ class ORSet:
         self._entries[element] = dot if held is None else tuple(sorted((*_as_tuple(held), dot)))
         if self._index is not None:
             self._index.put(dot, element)
-        if self._khash is not None:
-            self._khash = (self._khash + _pair_hash(element, dot)) & _HASH_MASK
         return dot
 
     @classmethod
@@ -207,7 +182,6 @@ class ORSet:
         if held is not None:
             for dot in _as_tuple(held):
                 delta._cc.add(dot)
-            self._rehash(element, held, None)
         return delta
 
     # -- join ------------------------------------------------------------------------------------
@@ -250,8 +224,6 @@ class ORSet:
                 entries[element] = theirs
                 if index is not None:
                     indexed.append((theirs, element))
-                if self._khash is not None:
-                    self._khash = (self._khash + _pair_hash(element, theirs)) & _HASH_MASK
                 continue
             ours_t = () if ours is None else _as_tuple(ours)
             theirs_t = _as_tuple(theirs)
@@ -259,7 +231,6 @@ class ORSet:
             kept = [d for d in ours_t if d in theirs_t or not other._cc.covers(d)]
             new = [d for d in theirs_t if d not in ours_t and not cc.covers(d)]
             joined = _pack(kept + new)
-            self._rehash(element, ours, joined)
             if joined is None:
                 entries.pop(element, None)
                 continue
@@ -292,15 +263,12 @@ class ORSet:
             if type(ours) is int:
                 if theirs_cc.covers(ours):
                     del entries[element]
-                    self._rehash(element, ours, None)
                 continue
             kept = _pack([d for d in ours if not theirs_cc.covers(d)])  # type: ignore[union-attr]
             if kept is None:
                 del entries[element]
-                self._rehash(element, ours, None)
             elif kept != ours:
                 entries[element] = kept
-                self._rehash(element, ours, kept)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -345,46 +313,7 @@ class ORSet:
         clone = ORSet()
         clone._entries = self._entries.copy()
         clone._cc = self._cc.copy()
-        clone._khash = self._khash
         return clone
-
-    def track_digest(self) -> None:
-        """Keep ``digest``'s element sum current from now on (about a microsecond per change), so
-        the first digest of a large set costs nothing either; for long-lived states, not deltas."""
-        if self._khash is None:
-            self._khash = self._element_sum()
-
-    def _element_sum(self) -> int:
-        total = 0
-        for element, dots in self._entries.items():
-            for dot in _as_tuple(dots):
-                total += _pair_hash(element, dot)
-        return total & _HASH_MASK
-
-    def digest(self) -> bytes:
-        """A 16-byte digest of the state, equal on every replica holding an equal state, and cheap
-        to ask again: the elements' part is a sum kept current by every change, so only the causal
-        context (compact: a vector and the few dots seen out of order) is hashed each time. For
-        comparing large sets (anti-entropy over a hot post) without encoding a million elements."""
-        self.track_digest()
-        assert self._khash is not None
-        cc = self._cc
-        vv = sorted((actor_name(a), c) for a, c in cc.vv.items())
-        cloud = sorted((actor_name(d & ACTOR_MASK), d >> ACTOR_BITS) for d in cc.cloud)
-        context = repr((vv, cloud)).encode()
-        head = self._khash.to_bytes(8, "big") + len(self._entries).to_bytes(8, "big")
-        return hashlib.blake2b(head + context, digest_size=16).digest()
-
-    def _rehash(self, element: int, old: Dots | None, new: Dots | None) -> None:
-        """Keep the digest's sum current when ``element``'s dots change from ``old`` to ``new``."""
-        if self._khash is None:
-            return
-        total = self._khash
-        for dot in () if old is None else _as_tuple(old):
-            total -= _pair_hash(element, dot)
-        for dot in () if new is None else _as_tuple(new):
-            total += _pair_hash(element, dot)
-        self._khash = total & _HASH_MASK
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ORSet):

@@ -289,17 +289,14 @@ class LikeStore:
         return changed
 
     def digest(self, key: bytes) -> bytes:
-        """A digest of the item (its likers' own, kept current as they change, and its counters), cached
-        until the item changes: equal on every node holding an equal item."""
+        """blake2b of the item's canonical encoding, cached until the item changes."""
         cached = self._digests.get(key)
         if cached is not None:
             return cached
         item = self._items.get(key)
         if item is None:
             return b""
-        # The likers' own digest is kept current as they change: a hot post's is not re-encoded.
-        counters = encode_item(Item(counters=item.counters)) if item.counters else b""
-        digest = hashlib.blake2b(item.likers.digest() + counters, digest_size=DIGEST_BYTES).digest()
+        digest = hashlib.blake2b(encode_item(item), digest_size=DIGEST_BYTES).digest()
         self._digests[key] = digest
         self._unfolded.discard(key)
         self._fingerprint ^= _fold(key, digest)
@@ -337,7 +334,6 @@ class LikeStore:
 
     def _new_item(self, raw: bytes) -> Item:
         item = self._items[raw] = Item()
-        item.likers.track_digest()
         self._unfolded.add(raw)
         return item
 
