@@ -51,7 +51,7 @@ Send = Callable[[Address, Message], None]
 CATCH_UP_SLICE = 5000
 #: A key changed within this many delta intervals is settling: its deltas may still be in flight.
 SETTLE_INTERVALS = 3
-#: ... stretched by this member's load up to this many times.
+#: ... stretched by this member's load, up to this many times while a member is recovering.
 MAX_SETTLE_STRETCH = 2
 #: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling
 #: for a whole period are repaired during ...
@@ -94,6 +94,8 @@ class AntiEntropy:
         #: Off until the start-up index is built: loading what is on disk is not a change.
         self.noting_changes = False
         self._settle = SETTLE_INTERVALS * config.delta_interval
+        #: Until when (monotonic seconds) settling is stretched only boundedly: see ``_settle_time``.
+        self._recovering_until = 0.0
         self._repair_period = max(MIN_REPAIR_PERIOD, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
         self._repair_window = REPAIR_WINDOW_ROUNDS * config.anti_entropy_interval
 
@@ -249,9 +251,22 @@ class AntiEntropy:
         return lambda key: changed_at.get(key, 0.0) >= horizon
 
     def _settle_time(self) -> float:
-        """How long a changed key settles: stretched by load, but boundedly, since the failed
-        probes of a partition raise the same health score and would hold repairs back after it."""
-        return min(self._health(self._settle), MAX_SETTLE_STRETCH * self._settle)
+        """How long a changed key settles: stretched by this member's load (its deltas queue), but
+        only boundedly for a while after a member came back (``recovering``): the failed probes of a
+        partition raise the same health score and would hold the repairs back just when needed."""
+        stretched = self._health(self._settle)
+        if time.monotonic() < self._recovering_until:
+            return min(stretched, MAX_SETTLE_STRETCH * self._settle)
+        return stretched
+
+    def recovering(self, seconds: float) -> None:
+        """A member came back after frames to it were lost: repair promptly for ``seconds``."""
+        self._recovering_until = max(self._recovering_until, time.monotonic() + seconds)
+
+    @property
+    def is_recovering(self) -> bool:
+        """Whether a member came back recently (see ``recovering``)."""
+        return time.monotonic() < self._recovering_until
 
     def _busy(self) -> bool:
         """Index recent changes, a bounded slice of them; True if a backlog remains.

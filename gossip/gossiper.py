@@ -45,8 +45,10 @@ from gossip.wire import FrameCodec, MessageType
 
 log = logging.getLogger(__name__)
 
-#: Anti-entropy rounds come at most this many times less often on an unhealthy member.
+#: Anti-entropy rounds come at most this many times less often on an unhealthy member while a member
+#: is recovering, for this many anti-entropy intervals after it came back.
 MAX_ROUND_STRETCH = 2
+RECOVERY_WINDOW_ROUNDS = 5
 #: The second round with a recovered member waits this many delta intervals (past the settling
 #: horizon, ``antientropy.SETTLE_INTERVALS``), so keys written just before it came back are in it.
 RECOVERY_ROUND_DELAY = SETTLE_INTERVALS + 1
@@ -246,6 +248,7 @@ class Gossiper:
         if not self._running:
             return
         loop = asyncio.get_running_loop()
+        self._anti_entropy.recovering(RECOVERY_WINDOW_ROUNDS * self._config.anti_entropy_interval)
         loop.call_soon(self._anti_entropy.start_round, member.address)
         settled = self._membership.awareness.scale(RECOVERY_ROUND_DELAY * self._config.delta_interval)
         loop.call_later(settled, self._anti_entropy.start_round, member.address)
@@ -253,9 +256,11 @@ class Gossiper:
     async def _run_anti_entropy(self) -> None:
         while True:
             # An overloaded member repairs less often: its differences are mostly deltas in its queue.
-            # At most half as often, though: probes failing in a partition raise the same score.
+            # Not while a member is coming back, though: a partition's failed probes raise the score too.
             base = self._config.anti_entropy_interval
-            interval = min(self._membership.awareness.scale(base), MAX_ROUND_STRETCH * base)
+            interval = self._membership.awareness.scale(base)
+            if self._anti_entropy.is_recovering:
+                interval = min(interval, MAX_ROUND_STRETCH * base)
             await asyncio.sleep(interval * self._rng.uniform(0.75, 1.25))
             if self._membership.live_peers():  # alone, an index is work nobody reads
                 await self._anti_entropy.catch_up()
