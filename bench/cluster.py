@@ -34,7 +34,7 @@ import queue
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bench.launch import LocalCluster, shipped_settings
+from bench.load import run_async
 from gossip import Gossiper, MemberState
 from gossip.antientropy import SETTLE_INTERVALS
 from node.config import ClusterConfig, GossipSettings, NodeSpec
@@ -103,16 +104,6 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
         "max_ms": max(ms) if ms else math.nan,
         "mean_ms": statistics.fmean(ms) if ms else math.nan,
     }
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    """Run a coroutine on uvloop when installed (the nodes' loop): less client overhead, less noise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(factory())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(factory())
 
 
 def host_info() -> dict[str, Any]:

@@ -87,11 +87,15 @@ class Membership:
 
     def gossip_peers(self) -> list[MemberInfo]:
         """Live members and those dead for less than ``gossip_to_the_dead``: where deltas go."""
+        return self.live_peers() + self._recently_dead()
+
+    def _recently_dead(self) -> list[MemberInfo]:
+        """Members declared dead less than ``gossip_to_the_dead`` ago."""
         horizon = time.monotonic() - self._config.gossip_to_the_dead
         return [
             member
             for member in self._peers.values()
-            if member.state is not DEAD or self._died_at.get(member.name, 0.0) > horizon
+            if member.state is DEAD and self._died_at.get(member.name, 0.0) > horizon
         ]
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -148,12 +152,7 @@ class Membership:
         rejoin only at the next full sync, seconds later; a member that really died costs one
         unanswered frame a period, for a bounded time (Serf's reconnect, at probe cadence).
         """
-        horizon = time.monotonic() - self._config.gossip_to_the_dead
-        recent = [
-            member
-            for member in self._peers.values()
-            if member.state is DEAD and self._died_at.get(member.name, 0.0) > horizon
-        ]
+        recent = self._recently_dead()
         if recent:
             target = self._rng.choice(recent)
             self._send(target.address, Members(self._me, tuple(self.members()), reply=True))

@@ -144,7 +144,7 @@ def decode_item(payload: bytes, *, max_bytes: int) -> Item:
     if len(payload) > max_bytes:
         raise ItemCodecError(f"item payload: {len(payload)} bytes exceeds the {max_bytes}-byte limit")
     if len(payload) >= 2 and payload[0] == LIKE_VERSION:
-        return _decode_like(payload)
+        return Item(likers=ORSet.of_dots((decode_like(payload),)))
     if len(payload) < 2 or payload[0] != VERSION:
         raise ItemCodecError("item payload: truncated or of an unsupported version")
     try:
@@ -179,10 +179,6 @@ def decode_item(payload: bytes, *, max_bytes: int) -> Item:
     if any(a >= b for a, b in pairwise(unliked)):
         raise ItemCodecError("item payload: unliked users must be strictly ascending")
     return Item(likers, counters, set(unliked))
-
-
-def _decode_like(payload: bytes | bytearray | memoryview) -> Item:
-    return Item(likers=ORSet.of_dots((decode_like(payload),)))
 
 
 def decode_like(payload: bytes | bytearray | memoryview) -> tuple[int, int]:

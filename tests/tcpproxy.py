@@ -25,27 +25,67 @@ import socket
 import struct
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Self
 
 CutMode = Literal["reset", "blackhole"]
 #: The length prefix of a gossip frame (``gossip.wire``): big-endian length of what follows.
 LENGTH = struct.Struct(">I")
 
 
-class TcpProxy:
+class _LoopbackServer:
+    """A listener on a free loopback port with one task per connection: start, stop, ``async with``."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; return it."""
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Close the listener and every connection, and wait for every task to end."""
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        self._reset_connections()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        raise NotImplementedError
+
+    def _reset_connections(self) -> None:
+        raise NotImplementedError
+
+
+class TcpProxy(_LoopbackServer):
     """Forwards 127.0.0.1:<port> to a target, until cut."""
 
     def __init__(self, target_host: str, target_port: int, *, connect_timeout: float = 2.0) -> None:
+        super().__init__()  # one task per accepted connection: it dials the target, pumps both ways
         self.target = (target_host, target_port)
         self._connect_timeout = connect_timeout
-        self._server: asyncio.Server | None = None
         self._mode: CutMode | None = None
-        #: One task per accepted connection: it dials the target and pumps both ways.
-        self._tasks: set[asyncio.Task[None]] = set()
         self._clients: set[asyncio.StreamWriter] = set()
         self._upstreams: set[asyncio.StreamWriter] = set()
-        self.host = "127.0.0.1"
-        self.port = 0
         #: Bytes forwarded from clients to the target so far (to cut in the middle of a request).
         self.forwarded = 0
 
@@ -53,12 +93,6 @@ class TcpProxy:
     def connections(self) -> int:
         """Client connections open right now (forwarded or held)."""
         return len(self._clients)
-
-    async def start(self) -> int:
-        """Listen on a free loopback port; return it."""
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
 
     def cut(self, mode: CutMode = "reset") -> None:
         """Break the line: reset or silence every connection, and treat new ones the same way."""
@@ -74,28 +108,9 @@ class TcpProxy:
             _reset_all(self._clients)
         self._mode = None
 
-    async def stop(self) -> None:
-        """Close the listener and every connection, and wait for every task to end."""
-        if self._server is not None:
-            self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+    def _reset_connections(self) -> None:
         _reset_all(self._clients)
         _reset_all(self._upstreams)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
-            self._server = None
-
-    async def __aenter__(self) -> TcpProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -179,7 +194,7 @@ class Mangling:
     max_delay: float = 0.03
 
 
-class FrameProxy:
+class FrameProxy(_LoopbackServer):
     """Forwards length-prefixed gossip frames to a target, dropping, duplicating, reordering, delaying
     and replaying them: frame-aware, so the receiver sees whole (authentic) frames in a bad order
     rather than garbage, which is what a lossy network and an active replayer produce after TCP.
@@ -198,45 +213,17 @@ class FrameProxy:
         max_frame_bytes: int = 8 * 1024 * 1024,
         history: int = 512,
     ) -> None:
+        super().__init__()
         self.target = (target_host, target_port)
         self.mangling = mangling or Mangling()
         self.counters: Counter[str] = Counter(frames=0, dropped=0, duplicated=0, reordered=0, replayed=0)
         self._rng = rng or random.Random()
         self._max_frame_bytes = max_frame_bytes
         self._history: deque[bytes] = deque(maxlen=history)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self.host = "127.0.0.1"
-        self.port = 0
 
-    async def start(self) -> int:
-        """Listen on a free loopback port; return it."""
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def stop(self) -> None:
-        """Close the listener and every connection; wait for every task to end."""
-        if self._server is not None:
-            self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+    def _reset_connections(self) -> None:
         _reset_all(self._writers)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
-            self._server = None
-
-    async def __aenter__(self) -> FrameProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)

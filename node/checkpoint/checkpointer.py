@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from node.checkpoint.sink import CheckpointSink, ItemCheckpoint
 from node.errors import SinkUnavailable
-from node.item import ItemKey, encode_item
+from node.item import Item, ItemKey, encode_item
 from node.store import LikeStore
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,7 @@ class Lane:
                 self._opened = True
             while self._pending:
                 taken = dict(list(self._pending.items())[: self._batch_items])
-                batch = await _checkpoints(
-                    store, taken, self._state_written, self._state_interval, now_ms, encoded
-                )
+                batch = await self._checkpoints(store, taken, now_ms, encoded)
                 await self.sink.write(batch)
                 for raw in taken:
                     if self._pending.get(raw) is taken[raw]:
@@ -166,6 +164,41 @@ class Lane:
         self._backoff = 0.0
         self._oldest = None
 
+    async def _checkpoints(
+        self, store: LikeStore, taken: dict[bytes, _Pending], now_ms: int, encoded: dict[bytes, bytes]
+    ) -> list[ItemCheckpoint]:
+        """The checkpoints of ``taken``, built in slices of ``BUILD_SLICE`` seconds: encoding hundreds
+        of item states at once would stall every request for tens of milliseconds."""
+        batch: list[ItemCheckpoint] = []
+        deadline = time.monotonic() + BUILD_SLICE
+        for raw, pending in taken.items():
+            item = store.item(raw)
+            state = self._state(raw, item, pending.full, encoded)
+            batch.append(_checkpoint(raw, item, pending, now_ms, state))
+            if time.monotonic() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.monotonic() + BUILD_SLICE
+        return batch
+
+    def _state(self, raw: bytes, item: Item, full: bool, encoded: dict[bytes, bytes]) -> bytes | None:
+        """The item's serialized state if this lane is due to write it (None leaves the stored one).
+        A large item's state encoded for one lane this round is reused by the others (``encoded``):
+        it is megabytes."""
+        likes = len(item.likers)
+        interval = max(self._state_interval, LARGE_STATE_INTERVAL if likes > LARGE_ITEM_LIKES else 0.0)
+        now = time.monotonic()
+        written = self._state_written.get(raw)
+        if interval and not full and written is not None and now - written < interval:
+            return None
+        state = encoded.get(raw)
+        if state is None:
+            state = encode_item(item)
+            if likes > LARGE_ITEM_LIKES:
+                encoded[raw] = state
+        if interval:
+            self._state_written[raw] = now
+        return state
+
     def status(self) -> LaneStatus:
         lag = 0 if self._oldest is None else int((time.monotonic() - self._oldest) * 1000)
         return LaneStatus(
@@ -178,39 +211,10 @@ class Lane:
         )
 
 
-async def _checkpoints(
-    store: LikeStore,
-    taken: dict[bytes, _Pending],
-    state_written: dict[bytes, float],
-    state_interval: float,
-    now_ms: int,
-    encoded: dict[bytes, bytes],
-) -> list[ItemCheckpoint]:
-    """The checkpoints of ``taken``, built in slices of ``BUILD_SLICE`` seconds: encoding hundreds of
-    item states at once would stall every request for tens of milliseconds."""
-    batch: list[ItemCheckpoint] = []
-    deadline = time.monotonic() + BUILD_SLICE
-    for raw, pending in taken.items():
-        batch.append(_checkpoint(store, raw, pending, state_written, state_interval, now_ms, encoded))
-        if time.monotonic() >= deadline:
-            await asyncio.sleep(0)
-            deadline = time.monotonic() + BUILD_SLICE
-    return batch
-
-
 def _checkpoint(
-    store: LikeStore,
-    raw: bytes,
-    pending: _Pending,
-    state_written: dict[bytes, float],
-    state_interval: float,
-    now_ms: int,
-    encoded: dict[bytes, bytes],
+    raw: bytes, item: Item, pending: _Pending, now_ms: int, state: bytes | None
 ) -> ItemCheckpoint:
-    """The item as it is now, for the users pending (or all of them when ``full``). A large item's
-    state encoded for one lane this round is reused by the others (``encoded``): it is megabytes."""
-    key = ItemKey.from_bytes(raw)
-    item = store.item(raw)
+    """The item as it is now, for the users pending (or all of them when ``full``)."""
     likers = item.likers
     if pending.full:
         liked = dict.fromkeys(likers, now_ms)
@@ -218,20 +222,8 @@ def _checkpoint(
     else:
         liked = {user: now_ms for user in pending.users if user in likers}
         unliked = [user for user in pending.users if user not in likers]
-    state: bytes | None = None
-    now = time.monotonic()
-    interval = max(state_interval, LARGE_STATE_INTERVAL if len(likers) > LARGE_ITEM_LIKES else 0.0)
-    written = state_written.get(raw)
-    if interval == 0 or pending.full or written is None or now - written >= interval:
-        state = encoded.get(raw)
-        if state is None:
-            state = encode_item(item)
-            if len(likers) > LARGE_ITEM_LIKES:
-                encoded[raw] = state
-        if interval:
-            state_written[raw] = now
     return ItemCheckpoint(
-        key=key,
+        key=ItemKey.from_bytes(raw),
         count=len(likers),
         liked=liked,
         unliked=unliked,
