@@ -67,6 +67,9 @@ _CONCERN = {
     MessageType.REPLICATED: "deltas",
 }
 
+#: Seconds ``stop`` waits for the loops to end once cancelled.
+STOP_TIMEOUT = 2.0
+
 #: Counters always present in ``stats()``, zero until something happens.
 STAT_NAMES = (
     "frames_sent",
@@ -174,7 +177,8 @@ class Gossiper:
         self._membership.leave()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a task that lost its cancellation must not hang shutdown
+            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         self._tasks.clear()
         self._membership.close()
         self._running = False

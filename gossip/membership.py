@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 from collections import Counter
@@ -32,6 +33,8 @@ from gossip.suspicion import Suspicions
 from gossip.transport import Address
 
 ALIVE, SUSPECT, DEAD = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
+
+log = logging.getLogger(__name__)
 
 #: How a membership module sends a message: encoded, signed and counted by the caller.
 Send = Callable[[Address, Message], None]
@@ -190,7 +193,7 @@ class Membership:
             self._acks.pop(seq, None)
         self.awareness.apply(1)
         self._counters["probe_failures"] += 1
-        self.apply(dataclasses.replace(target, state=SUSPECT))
+        self.apply(dataclasses.replace(target, state=SUSPECT), cause="probe failed")
         return False
 
     def _next_probe_target(self) -> MemberInfo | None:
@@ -208,7 +211,7 @@ class Membership:
         member = self._peers.get(name)
         if member is not None and member.state is SUSPECT and member.incarnation <= incarnation:
             self._counters["members_declared_dead"] += 1
-            self.apply(dataclasses.replace(member, state=DEAD))
+            self.apply(dataclasses.replace(member, state=DEAD), cause="suspicion timed out")
 
     # -- message handlers -------------------------------------------------------------------------
 
@@ -246,7 +249,8 @@ class Membership:
 
     def handle_members(self, message: Members) -> None:
         """Merge a whole view; answer with ours when asked."""
-        self.apply(message.sender)
+        # Only a leaving member sends itself as dead (``leave``): its farewell.
+        self.apply(message.sender, cause="left" if message.sender.state is DEAD else "gossip")
         self.apply_all(message.members)
         if message.reply:
             self._send(message.sender.address, Members(self._me, tuple(self.members()), reply=False))
@@ -258,8 +262,9 @@ class Membership:
         for update in updates:
             self.apply(update)
 
-    def apply(self, update: MemberInfo) -> None:
-        """Take ``update`` into the view if it supersedes what we hold, and pass it on."""
+    def apply(self, update: MemberInfo, *, cause: str = "gossip") -> None:
+        """Take ``update`` into the view if it supersedes what we hold, and pass it on. ``cause`` is
+        why we believe it, for the log: a probe of ours, a timer of ours, gossip, or a farewell."""
         if update.name == self._me.name:
             self._refute_if_needed(update)
             return
@@ -267,6 +272,8 @@ class Membership:
         if not _supersedes(update, current):
             return
         self._peers[update.name] = update
+        if current is None or current.state is not update.state:
+            _log_change(current, update, cause)
         if update.state is SUSPECT:
             self._counters["members_suspected"] += 1
             self._suspicions.start(update.name, update.incarnation)
@@ -316,6 +323,31 @@ class Membership:
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % 2**64
         return self._seq
+
+
+def _log_change(current: MemberInfo | None, update: MemberInfo, cause: str) -> None:
+    """One line per change of a member's state in this view (a new incarnation alone is none), so an
+    operator can follow a failure without the probes and retries that led to it."""
+    old = "none" if current is None else str(current.state)
+    new = str(update.state)
+    if current is None:
+        change, message = "joined", f"member {update.name} joined ({new})"
+    elif cause == "left":
+        change, message = "left", f"member {update.name} left ({old} -> {new})"
+    else:
+        change, message = new, f"member {update.name} {old} -> {new} ({cause})"
+    log.info(
+        message,
+        extra={
+            "event": "member_changed",
+            "member": update.name,
+            "change": change,
+            "old": old,
+            "new": new,
+            "incarnation": update.incarnation,
+            "cause": cause,
+        },
+    )
 
 
 def _supersedes(update: MemberInfo, current: MemberInfo | None) -> bool:

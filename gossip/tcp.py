@@ -93,7 +93,8 @@ class TcpTransport:
             await link.close()
         for task in list(self._inbound):
             task.cancel()
-        await asyncio.gather(*self._inbound, return_exceptions=True)
+        if self._inbound:  # bounded: a reader that lost its cancellation must not hang shutdown
+            await asyncio.wait(list(self._inbound), timeout=linger)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -199,8 +200,7 @@ class _Outbound:
 
     async def close(self) -> None:
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait([self._task], timeout=1.0)  # bounded, even if the cancellation got lost
         self._disconnect()
         self._drop_queued()
 

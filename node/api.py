@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from gossip import MemberInfo
-from node import causal, inputs
-from node.checkpoint.checkpointer import Checkpointer
+from node import causal, dashboard, inputs
+from node.checkpoint.checkpointer import Checkpointer, LaneStatus
 from node.config import ApiSettings
 from node.durability import Durability
 from node.errors import (
@@ -34,9 +35,10 @@ from node.errors import (
 )
 from node.item import ItemKey
 from node.limits import ApiGuard
+from node.live import add_live_routes
 from node.metrics import CONTENT_TYPE, NodeMetrics
 from node.openapi import document as openapi_document
-from node.page import LIKE_PAGE
+from node.page import add_page_routes
 from node.store import LikeResult, LikeStore
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,18 @@ def create_app(
     cluster: ClusterView,
     *,
     api_tokens: Sequence[str] = (),
+    member_urls: Mapping[str, str] | None = None,
 ) -> web.Application:
     """The API over ``durability``'s store, its log running with the app; the caller adds gossip.
-    With ``api_tokens``, writes and admin routes need one of them as a bearer token."""
+    With ``api_tokens``, writes and admin routes need one of them as a bearer token. ``member_urls``
+    (name -> HTTP URL of every node) is what the dashboard gathers; without it, this node alone."""
     store = durability.store
     metrics = NodeMetrics()
     metrics.watch_items(lambda: len(store))
+    metrics.watch_likes(lambda: store.likes)
     metrics.watch_gossip(cluster.stats)
+    metrics.watch_members(cluster.members)
+    metrics.watch_log(durability.wal, lambda: durability.snapshots)
     middlewares = [json_errors, guard, causal.middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[STORE] = store
@@ -115,6 +122,10 @@ def create_app(
     )
     causal.install(app, store, settings.causal_wait_ms / 1000, cluster)
     app.add_routes(routes)
+    add_page_routes(app)
+    add_live_routes(app, store, node.name)
+    metrics.watch_checkpoints(lambda: _lanes(app))
+    dashboard.install(app, node.name, lambda: cluster_status(app), member_urls or {node.name: node.url})
     app.cleanup_ctx.append(_durability)
     return app
 
@@ -156,6 +167,7 @@ _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the JSON error shape; unexpected exceptions become a counted 500."""
+    started = time.perf_counter()
     metrics = request.app[METRICS]
     try:
         response = await handler(request)
@@ -174,7 +186,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     route = request.match_info.route.resource
     label = route.canonical if route is not None else "unmatched"
     method = request.method if request.method in _METHODS else "other"
-    metrics.count_request(method, label, response.status)
+    metrics.count_request(method, label, response.status, time.perf_counter() - started)
     return response
 
 
@@ -391,34 +403,39 @@ async def batch(request: web.Request) -> web.Response:
 @routes.get("/v1/cluster")
 async def cluster(request: web.Request) -> web.Response:
     """This node, the members it sees, and a fingerprint of its state to compare across nodes."""
-    node, store, view = request.app[NODE], request.app[STORE], request.app[CLUSTER]
+    return reply(cluster_status(request.app))
+
+
+def cluster_status(app: web.Application) -> dict[str, Any]:
+    """What ``GET /v1/cluster`` answers (the dashboard reads its own node's without HTTP)."""
+    node, store, view = app[NODE], app[STORE], app[CLUSTER]
     members = sorted(view.members(), key=lambda m: m.name)
-    return reply(
-        {
-            "node": {
-                "name": node.name,
-                "actor": node.actor,
-                "writer": node.writer,
-                "url": node.url,
-                "gossip": node.gossip_address,
-                "pid": node.pid,
-            },
-            "members": [
-                {
-                    "name": m.name,
-                    "address": f"{m.address[0]}:{m.address[1]}",
-                    "state": str(m.state),
-                    "incarnation": m.incarnation,
-                }
-                for m in members
-            ],
-            "items": len(store),
-            "fingerprint": store.fingerprint(),
-            "gossip": {k: v for k, v in view.stats().items() if isinstance(v, int | float | str | bool)},
-            "wal": _wal_status(request.app[DURABILITY]),
-            "checkpoint": _checkpoint_status(request.app),
-        }
-    )
+    return {
+        "node": {
+            "name": node.name,
+            "actor": node.actor,
+            "writer": node.writer,
+            "url": node.url,
+            "gossip": node.gossip_address,
+            "pid": node.pid,
+        },
+        "members": [
+            {
+                "name": m.name,
+                "address": f"{m.address[0]}:{m.address[1]}",
+                "state": str(m.state),
+                "incarnation": m.incarnation,
+            }
+            for m in members
+        ],
+        "items": len(store),
+        "likes": store.likes,
+        "fingerprint": store.fingerprint(),
+        "gossip": {k: v for k, v in view.stats().items() if isinstance(v, int | float | str | bool)},
+        "wal": _wal_status(app[DURABILITY]),
+        "checkpoint": _checkpoint_status(app),
+        "writes": {kind: app[METRICS].writes.get(kind, 0) for kind in ("like", "unlike", "counter")},
+    }
 
 
 def _wal_status(durability: Durability) -> dict[str, Any]:
@@ -437,6 +454,12 @@ def _wal_status(durability: Durability) -> dict[str, Any]:
 def _median_ms(seconds: list[float]) -> float | None:
     recent = sorted(seconds)
     return round(recent[len(recent) // 2] * 1000, 3) if recent else None
+
+
+def _lanes(app: web.Application) -> Mapping[str, LaneStatus]:
+    """Each checkpoint sink's status; none until the server sets a checkpointer."""
+    checkpointer = app.get(CHECKPOINTER)
+    return {} if checkpointer is None else checkpointer.status()
 
 
 def _checkpoint_status(app: web.Application) -> dict[str, Any]:
@@ -467,9 +490,3 @@ async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=request.app[METRICS].render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
-
-
-@routes.get("/")
-async def page(request: web.Request) -> web.Response:
-    """A page with a working like button, for a human to try the cluster."""
-    return web.Response(text=LIKE_PAGE, content_type="text/html")

@@ -15,6 +15,7 @@ from pathlib import Path
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
+from node.logs import LOG_FORMAT_CHOICES
 
 #: Exit status for a configuration the command cannot run with (argparse uses it for usage errors).
 EXIT_CONFIG = 2
@@ -27,16 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start every node of the cluster file that lives on this host")
     up.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
+    _log_format_option(up)
 
     node = commands.add_parser("node", help="run one node in the foreground")
     node.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
     node.add_argument("--name", required=True, help="which node of the cluster file to run")
     node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    _log_format_option(node)
 
-    status = commands.add_parser("status", help="show every node's members, items and whether they agree")
+    status = commands.add_parser(
+        "status", help="a table of every node: up or down, members, counts, lag, and whether they agree"
+    )
     status.add_argument(
         "--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)"
     )
+    status.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
     restore = commands.add_parser(
         "restore", help="rebuild nodes whose disks are gone from the MySQL checkpoint (nodes stopped)"
@@ -69,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="skip the check that every node is ready (use, remove)"
     )
     return parser
+
+
+def _log_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMAT_CHOICES,
+        default="auto",
+        help="node logs: JSON lines, or text for a human (auto: text on a terminal, else json)",
+    )
 
 
 def _keys(args: argparse.Namespace, config: ClusterConfig) -> int:
@@ -108,12 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             from node.supervisor import run_cluster
 
-            return run_cluster(args.config.resolve(), config)
+            return run_cluster(args.config.resolve(), config, log_format=args.log_format)
         if args.command == "node":
             from node.server import run_node
 
             config.node(args.name)  # an unknown name is a configuration error, before any start-up
-            run_node(args.config, args.name, parent_pid=os.getppid() if args.exit_with_parent else None)
+            run_node(
+                args.config,
+                args.name,
+                parent_pid=os.getppid() if args.exit_with_parent else None,
+                log_format=args.log_format,
+            )
             return 0
         if args.command == "restore":
             from node.restore import restore_from_mysql
@@ -127,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys(args, config)
         from node.status import report_status
 
-        return report_status(config)
+        return report_status(config, as_json=args.json)
     except ConfigError as exc:
         print(f"likes: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

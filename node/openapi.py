@@ -113,12 +113,53 @@ SCHEMAS: dict[str, Any] = {
             "node": {"type": "object"},
             "members": {"type": "array", "items": {"type": "object"}},
             "items": _COUNT,
+            "likes": {**_COUNT, "description": "likes held over every item (the sum of their counts)"},
             "fingerprint": {"type": "string"},
             "gossip": {"type": "object"},
             "wal": {"type": "object"},
             "checkpoint": {"type": "object"},
+            "writes": {"type": "object", "description": "local writes that changed state, by kind"},
         },
         loose=True,
+    ),
+    "DashboardNode": _obj(
+        {
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "up": {"type": "boolean"},
+            "error": {"type": "string", "nullable": True, "description": "why the node is shown as down"},
+            "fingerprint": {"type": "string", "nullable": True},
+            "agrees": {"type": "boolean", "nullable": True},
+            "likes_held": {"type": "integer", "nullable": True, "description": "over every item"},
+            "local_likes": {"type": "integer", "nullable": True, "description": "likes made on this node"},
+            "like_rate": {"type": "number", "nullable": True, "description": "local likes per second"},
+            "gossip_bytes_rate": {"type": "number", "nullable": True},
+            "wal_fsync_p50_ms": {"type": "number", "nullable": True},
+            "checkpoint_lag_ms": {"type": "integer", "nullable": True},
+        },
+        loose=True,
+    ),
+    "Dashboard": _obj(
+        {
+            "node": {"type": "string"},
+            "time": {"type": "number", "description": "Unix time of the gathering, seconds"},
+            "poll_ms": _COUNT,
+            "members": {
+                "type": "array",
+                "items": _obj({"name": {"type": "string"}, "state": {"type": "string"}}),
+            },
+            "alive": _COUNT,
+            "agree": {"type": "boolean", "description": "every answering node reports the same fingerprint"},
+            "convergence_lag_s": {"type": "number", "minimum": 0},
+            "nodes": {"type": "array", "items": _ref("schemas", "DashboardNode")},
+            "history": {"type": "array", "items": {"type": "object"}, "description": "samples for charts"},
+        }
+    ),
+    "LiveCounts": _obj(
+        {
+            "node": {"type": "string"},
+            "counts": {"type": "object", "additionalProperties": _COUNT, "description": "`type:id` -> count"},
+        }
     ),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "node": {"type": "string"}}),
     "Keyring": _obj({"primary": {"type": "string"}, "keys": {"type": "array", "items": {"type": "string"}}}),
@@ -212,6 +253,20 @@ PARAMETERS: dict[str, Any] = {
         "in": "query",
         "description": "`type:id` cursor",
         "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,19}:[0-9]{1,20}$"},
+    },
+    "item": {
+        "name": "item",
+        "in": "query",
+        "required": True,
+        "style": "form",
+        "explode": True,
+        "description": "an item as `type:id`; repeat the parameter for more (at most 32)",
+        "schema": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 32,
+            "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,19}:[0-9]{1,20}$"},
+        },
     },
     "key_id": {
         "name": "key_id",
@@ -355,6 +410,13 @@ PATHS: dict[str, Any] = {
             [],
         ),
     },
+    "/v1/dashboard": {
+        "get": _op(
+            "Every node's status gathered by this one, agreement, convergence lag, recent samples",
+            _json(_ref("schemas", "Dashboard"), "a node that does not answer is reported as down"),
+            [],
+        ),
+    },
     "/v1/keyring": {
         "get": _op(
             "Key ids of the gossip keyring, the signing key first",
@@ -401,6 +463,13 @@ PATHS: dict[str, Any] = {
             [],
         ),
     },
+    "/dashboard": {
+        "get": _op(
+            "The operator's dashboard (it polls /v1/dashboard)",
+            {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+            [],
+        ),
+    },
     "/openapi.json": {
         "get": _op(
             "This document",
@@ -408,10 +477,42 @@ PATHS: dict[str, Any] = {
             [],
         ),
     },
+    "/v1/events": {
+        "get": _op(
+            "Live like counts of the items named (Server-Sent Events): a `hello` event (`node`, "
+            "`items`), then `counts` events (`{\"counts\": {\"type:id\": n}}`) with the counts at once "
+            "and each change, whichever node the likes arrived at. A client that does not accept "
+            "`text/event-stream` gets the counts once as JSON. 429 `too_many_streams` when the node "
+            "serves its maximum of open streams",
+            {
+                "description": "an event stream, or the counts once as JSON",
+                "content": {
+                    "text/event-stream": {"schema": {"type": "string"}},
+                    "application/json": {"schema": _ref("schemas", "LiveCounts")},
+                },
+            },
+            ["Malformed", "Invalid"],
+            params=["item"],
+        ),
+    },
     "/": {
         "get": _op(
-            "A page with a like button",
+            "The like page: like buttons for demo posts, live counts, an offline queue",
             {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+            [],
+        ),
+    },
+    "/like.js": {
+        "get": _op(
+            "The like page's script",
+            {"description": "JavaScript", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+            [],
+        ),
+    },
+    "/like.css": {
+        "get": _op(
+            "The like page's style sheet",
+            {"description": "CSS", "content": {"text/css": {"schema": {"type": "string"}}}},
             [],
         ),
     },

@@ -1,62 +1,46 @@
-"""``GET /``: one page with a working like button, so a person can try a node from a browser.
+"""``GET /``: the like page people see, served by every node from files shipped with the package.
 
-The visitor gets a random user id kept in ``localStorage``; the button likes or unlikes the demo item
-``demo/1`` through the public API, and the count refreshes every second to show likes arriving by
-gossip from other nodes.
+``node/web/like.html``, ``like.css`` and ``like.js`` are plain files (no build step, nothing fetched
+from elsewhere), read once at import and served from memory. The page likes three demo posts through
+the public API as a visitor with a random user id, queues likes made offline in ``localStorage``,
+and follows the counts live through ``GET /v1/events`` (``node.live``).
 """
 
-LIKE_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>likes</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 4rem auto; max-width: 30rem; text-align: center; }
-  button { font-size: 2rem; padding: .5rem 1.5rem; border-radius: 2rem; cursor: pointer; }
-  .liked { background: #e0245e; color: white; border-color: #e0245e; }
-  #who { color: #777; font-size: .9rem; }
-</style>
-</head>
-<body>
-<h1>demo item</h1>
-<button id="like" type="button">&#9829; <span id="count">0</span></button>
-<p id="who"></p>
-<script>
-"use strict";
-const item = "/v1/items/demo/1";
-let user = localStorage.getItem("likes-user");
-if (!user) {
-  user = String(Math.floor(Math.random() * 2 ** 48));
-  localStorage.setItem("likes-user", user);
-}
-document.getElementById("who").textContent = "you are user " + user;
-const button = document.getElementById("like");
-let liked = false;
+from __future__ import annotations
 
-function show(count) {
-  document.getElementById("count").textContent = count;
-  button.classList.toggle("liked", liked);
-}
+from importlib.resources import files
 
-async function refresh() {
-  const [info, mine] = await Promise.all([
-    fetch(item).then(r => r.json()),
-    fetch(item + "/likes/" + user).then(r => r.json()),
-  ]);
-  liked = mine.liked;
-  show(info.count);
-}
+from aiohttp import web
 
-button.addEventListener("click", async () => {
-  const reply = await fetch(item + "/likes/" + user, {method: liked ? "DELETE" : "PUT"});
-  const body = await reply.json();
-  liked = body.liked;
-  show(body.count);
-});
+#: The page's files, read from the installed package (``pyproject.toml`` ships ``node/web/*``).
+_WEB = files("node") / "web"
+LIKE_HTML = (_WEB / "like.html").read_bytes()
+LIKE_JS = (_WEB / "like.js").read_bytes()
+LIKE_CSS = (_WEB / "like.css").read_bytes()
+#: Small files: a browser asks again each time, so a page and its script never come from two releases.
+_CACHE = {"Cache-Control": "no-cache"}
 
-refresh();
-setInterval(refresh, 1000);
-</script>
-</body>
-</html>
-"""
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+async def like_page(request: web.Request) -> web.Response:
+    """The page with like buttons for the demo posts."""
+    return web.Response(body=LIKE_HTML, content_type="text/html", charset="utf-8", headers=_CACHE)
+
+
+@routes.get("/like.js")
+async def like_script(request: web.Request) -> web.Response:
+    """The page's script."""
+    return web.Response(body=LIKE_JS, content_type="text/javascript", charset="utf-8", headers=_CACHE)
+
+
+@routes.get("/like.css")
+async def like_style(request: web.Request) -> web.Response:
+    """The page's style sheet."""
+    return web.Response(body=LIKE_CSS, content_type="text/css", charset="utf-8", headers=_CACHE)
+
+
+def add_page_routes(app: web.Application) -> None:
+    """Serve the like page and its two files from ``app``."""
+    app.add_routes(routes)

@@ -29,6 +29,7 @@ from node.datadir import NodeDataDir, NodeIdentity
 from node.durability import Durability
 from node.errors import ConfigError, StartupError
 from node.keyring_api import add_keyring_routes
+from node.logs import configure_logging
 from node.store import LikeStore
 from node.wal import WriteAheadLog
 
@@ -129,7 +130,12 @@ def build_node_app(
         pid=os.getpid(),
     )
     app = create_app(
-        durability, config.api, description, gossiper, api_tokens=config.security.resolve_api_tokens()
+        durability,
+        config.api,
+        description,
+        gossiper,
+        api_tokens=config.security.resolve_api_tokens(),
+        member_urls={n.name: n.url for n in config.nodes},
     )
     add_keyring_routes(app, gossiper.keyring)
     app[GOSSIPER] = gossiper
@@ -176,7 +182,6 @@ async def _gossip(app: web.Application) -> AsyncIterator[None]:
     """Gossip runs exactly while the application does."""
     gossiper = app[GOSSIPER]
     await gossiper.start()
-    log.info("gossip listening on %s:%d", *gossiper.address)
     yield
     await gossiper.stop()
 
@@ -198,12 +203,15 @@ async def _exit_with_parent(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> None:
-    """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM."""
+def run_node(
+    config_path: Path, name: str, *, parent_pid: int | None = None, log_format: str = "auto"
+) -> None:
+    """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
+    ``log_format`` (``node.logs``)."""
     config = load_config(config_path)
     spec = config.node(name)
     keys = config.security.resolve_keys()
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    configure_logging(name, log_format)
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         identity = data_dir.claim_identity()
         log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
@@ -221,13 +229,35 @@ def run_node(config_path: Path, name: str, *, parent_pid: int | None = None) -> 
                 host=spec.host,
                 port=spec.http_port,
                 loop=_new_event_loop(),
-                print=None,
+                print=lambda _banner: _log_started(spec, identity, len(store)),
                 access_log=None,
                 shutdown_timeout=5.0,
             )
         except OSError as exc:  # binding HTTP or gossip; run_app has already cleaned up
             raise StartupError(f"node {name} cannot start: {exc}") from exc
-    log.info("node %s stopped", name)
+    log.info("node %s stopped", name, extra={"event": "node_stopped"})
+
+
+def _log_started(spec: NodeSpec, identity: NodeIdentity, items: int) -> None:
+    """The one line of a start, once every socket is bound (``run_app`` calls it then, in place of
+    its banner): a node that failed to bind never says it started."""
+    log.info(
+        "node %s started: %s, gossip %s:%d, %d items",
+        spec.name,
+        spec.url,
+        spec.host,
+        spec.gossip_port,
+        items,
+        extra={
+            "event": "node_started",
+            "url": spec.url,
+            "gossip": f"{spec.host}:{spec.gossip_port}",
+            "actor": identity.actor,
+            "writer": identity.writer,
+            "pid": os.getpid(),
+            "items": items,
+        },
+    )
 
 
 def _tune_garbage_collector() -> None:

@@ -1,8 +1,23 @@
 """``likes status``: ask every node of the cluster file how it sees the cluster, and whether they agree.
 
+It prints (with rich) one row per node of the file, a member-state matrix (how each node that answered
+sees every member) and an agreement line; ``--json`` prints the same as one object for scripts.
+
 Agreement is judged on each node's store fingerprint (an order-independent digest over every item's
 state): equal fingerprints mean equal stores, so after convergence every reachable node prints the
-same one.
+same one. The exit status is 0 only when every node answered and all hold the same state.
+
+Lag, per node, in three figures from its ``GET /v1/cluster``:
+
+- **behind**: how many fewer likes it holds than the reachable node that holds the most (``likes``,
+  the sum of its items' counts). 0 everywhere once the cluster has converged; while likes are in
+  flight it is roughly how many have not reached this node yet (an unlike not yet seen elsewhere can
+  make the node that has it look behind, so it is a gauge, and the fingerprints decide agreement).
+- **WAL p50**: the median time a write waited for its log record to be fsynced over the last 256
+  group commits (``wal.group_commit_p50_ms``): how far durability trails acceptance (``-`` until the
+  node has taken a write of its own).
+- **checkpoint lag**: the age of the oldest change not yet written, over the node's checkpoint sinks
+  (``checkpoint.<sink>.lag_ms``, in seconds), with the items pending and the sinks that are down.
 """
 
 from __future__ import annotations
@@ -12,8 +27,12 @@ import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from node.config import ClusterConfig, NodeSpec
 
@@ -21,6 +40,13 @@ from node.config import ClusterConfig, NodeSpec
 QUERY_TIMEOUT = 2.0
 #: Talks to the nodes directly: a proxy from the environment must not sit between us and them.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+#: Width of the tables when the output is not a terminal (a pipe, a file): wide enough for every
+#: column of a node on one line.
+PIPE_WIDTH = 140
+#: How much of a fingerprint the table shows: enough to tell states apart at a glance.
+FINGERPRINT_CHARS = 12
+#: Colour of each member state in the tables.
+STATE_STYLES = {"alive": "green", "suspect": "yellow", "dead": "red"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +56,51 @@ class NodeReport:
     spec: NodeSpec
     view: dict[str, Any] | None
     problem: str | None = None
+
+
+@dataclass
+class NodeRow:
+    """One node's line of the status: what it answered, reduced to what an operator compares."""
+
+    name: str
+    url: str
+    up: bool
+    problem: str | None = None
+    #: Its own state and incarnation as it advertises them.
+    state: str | None = None
+    incarnation: int | None = None
+    items: int | None = None
+    likes: int | None = None
+    #: Likes fewer than the reachable node holding the most (see the module docstring).
+    behind: int | None = None
+    wal_commit_p50_ms: float | None = None
+    checkpoint_lag_s: float | None = None
+    checkpoint_pending: int | None = None
+    sinks_down: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
+    #: How this node sees each member: name -> state.
+    members: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterStatus:
+    """Every node's row, and whether they agree."""
+
+    nodes: list[NodeRow]
+    agree: bool
+    #: The agreement line, as printed.
+    verdict: str
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every node answered and all hold the same state, 1 otherwise."""
+        return 0 if self.agree and all(row.up for row in self.nodes) else 1
+
+    def member_names(self) -> list[str]:
+        """The nodes of the file, then any other member some node reported, in order."""
+        names = [row.name for row in self.nodes]
+        seen = sorted({name for row in self.nodes for name in row.members} - set(names))
+        return names + seen
 
 
 def query(spec: NodeSpec, timeout: float = QUERY_TIMEOUT) -> NodeReport:
@@ -44,38 +115,168 @@ def query(spec: NodeSpec, timeout: float = QUERY_TIMEOUT) -> NodeReport:
     return NodeReport(spec, view)
 
 
-def report_status(config: ClusterConfig, *, out: TextIO = sys.stdout) -> int:
-    """Print every node's view; 0 if all answered and agree, 1 otherwise."""
+def gather(config: ClusterConfig) -> list[NodeReport]:
+    """Every node's answer, asked in parallel."""
     with ThreadPoolExecutor(max_workers=min(16, len(config.nodes))) as pool:
-        reports = list(pool.map(query, config.nodes))
-    for report in reports:
-        print(_line(report), file=out)
-    prints = {report.view.get("fingerprint") for report in reports if report.view is not None}
-    reachable = sum(report.view is not None for report in reports)
-    if reachable == len(reports) and len(prints) == 1:
-        print(f"agree: yes, all {reachable} nodes hold the same state", file=out)
-        return 0
-    if reachable == 0:
-        print("agree: unknown, no node answered", file=out)
-    elif len(prints) == 1:
-        print(
-            f"agree: yes among the {reachable} reachable node(s); {len(reports) - reachable} unreachable",
-            file=out,
-        )
+        return list(pool.map(query, config.nodes))
+
+
+def summarize(reports: list[NodeReport]) -> ClusterStatus:
+    """The rows, the likes each is behind, and the verdict on agreement."""
+    rows = [_row(report) for report in reports]
+    held = [row.likes for row in rows if row.likes is not None]
+    for row in rows:
+        if row.likes is not None:
+            row.behind = max(held) - row.likes
+    prints = {row.fingerprint for row in rows if row.up}
+    reachable = sum(row.up for row in rows)
+    agree = reachable > 0 and len(prints) == 1
+    if reachable == len(rows) and agree:
+        verdict = f"agree: yes, all {reachable} nodes hold the same state"
+    elif reachable == 0:
+        verdict = "agree: unknown, no node answered"
+    elif agree:
+        verdict = f"agree: yes among the {reachable} reachable node(s); {len(rows) - reachable} unreachable"
     else:
-        print(f"agree: no, {len(prints)} different states among {reachable} node(s)", file=out)
-    return 1
+        verdict = f"agree: no, {len(prints)} different states among {reachable} node(s)"
+    return ClusterStatus(rows, agree, verdict)
 
 
-def _line(report: NodeReport) -> str:
-    name, url = report.spec.name, report.spec.url
-    if report.view is None:
-        return f"{name:<8} {url:<28} DOWN  {report.problem}"
-    view = report.view
-    members = " ".join(
-        f"{m.get('name')}:{m.get('state')}" for m in view.get("members", []) if isinstance(m, dict)
+def report_status(
+    config: ClusterConfig, *, out: TextIO | None = None, as_json: bool = False, width: int | None = None
+) -> int:
+    """Print every node's view (tables, or JSON with ``as_json``) to ``out`` (stdout); 0 if all
+    answered and agree."""
+    out = sys.stdout if out is None else out
+    status = summarize(gather(config))
+    if as_json:
+        print(json.dumps(status_json(status), indent=2), file=out)
+    else:
+        console = Console(file=out, width=width or (None if out.isatty() else PIPE_WIDTH), soft_wrap=False)
+        render(status, console)
+    return status.exit_status
+
+
+def status_json(status: ClusterStatus) -> dict[str, Any]:
+    """What ``--json`` prints: the rows, the verdict and the exit status."""
+    return {
+        "agree": status.agree,
+        "verdict": status.verdict,
+        "exit_status": status.exit_status,
+        "nodes": [asdict(row) for row in status.nodes],
+    }
+
+
+def render(status: ClusterStatus, console: Console) -> None:
+    """The node table, the member matrix, the unreachable nodes' reasons and the verdict."""
+    console.print(Text("nodes", style="bold"))
+    console.print(_node_table(status))
+    console.print(Text("members, as each node sees them", style="bold"))
+    console.print(_member_matrix(status))
+    for row in status.nodes:
+        if not row.up:
+            console.print(Text(f"{row.name} is down: {row.problem}", style="red"))
+    console.print(Text(status.verdict, style="bold green" if status.exit_status == 0 else "bold red"))
+
+
+def _node_table(status: ClusterStatus) -> Table:
+    table = Table(
+        caption="behind: likes fewer than the node holding the most; WAL p50: median wait for a log "
+        "fsync; checkpoint lag: age of the oldest change not yet in a sink",
+        caption_justify="left",
     )
-    fingerprint = str(view.get("fingerprint", "?"))[:12]
-    return (
-        f"{name:<8} {url:<28} up    items={view.get('items', '?'):<8} state={fingerprint}  members: {members}"
-    )
+    table.add_column("node", style="bold", no_wrap=True)
+    table.add_column("url", no_wrap=True)
+    table.add_column("up", no_wrap=True)
+    table.add_column("self", no_wrap=True)
+    for name in ("items", "likes", "behind", "WAL p50"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("checkpoint lag", no_wrap=True)
+    table.add_column("fingerprint", no_wrap=True)
+    for row in status.nodes:
+        if not row.up:
+            table.add_row(row.name, row.url, Text("DOWN", style="bold red"), *["-"] * 7)
+            continue
+        table.add_row(
+            row.name,
+            row.url,
+            Text("up", style="green"),
+            _state(row.state, f"@{row.incarnation}" if row.incarnation is not None else ""),
+            _number(row.items),
+            _number(row.likes),
+            Text(_number(row.behind), style="yellow" if row.behind else ""),
+            "-" if row.wal_commit_p50_ms is None else f"{row.wal_commit_p50_ms:.1f} ms",
+            _checkpoint(row),
+            (row.fingerprint or "?")[:FINGERPRINT_CHARS],
+        )
+    return table
+
+
+def _member_matrix(status: ClusterStatus) -> Table:
+    """How each node that answered (rows) sees every member (columns)."""
+    names = status.member_names()
+    table = Table()
+    table.add_column("node \\ member", style="bold", no_wrap=True)
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for row in status.nodes:
+        if row.up:
+            table.add_row(row.name, *(_state(row.members.get(name)) for name in names))
+        else:
+            table.add_row(row.name, *(Text("?", style="dim") for _ in names))
+    return table
+
+
+def _state(state: str | None, suffix: str = "") -> Text:
+    if state is None:
+        return Text("-", style="dim")
+    return Text(state + suffix, style=STATE_STYLES.get(state, ""))
+
+
+def _number(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _checkpoint(row: NodeRow) -> Text:
+    if row.checkpoint_lag_s is None:
+        return Text("no sinks", style="dim")
+    text = f"{row.checkpoint_lag_s:.1f} s"
+    if row.checkpoint_pending:
+        text += f", {row.checkpoint_pending:,} pending"
+    if row.sinks_down:
+        return Text(f"{text}, {'+'.join(row.sinks_down)} down", style="red")
+    return Text(text, style="yellow" if row.checkpoint_lag_s >= 1 else "")
+
+
+def _row(report: NodeReport) -> NodeRow:
+    """One node's answer, read defensively: a field it lacks (an older node) shows as unknown."""
+    spec, view = report.spec, report.view
+    if view is None:
+        return NodeRow(spec.name, spec.url, up=False, problem=report.problem)
+    row = NodeRow(spec.name, spec.url, up=True)
+    me = view.get("node", {}).get("name", spec.name) if isinstance(view.get("node"), dict) else spec.name
+    for member in view.get("members", []):
+        if isinstance(member, dict) and isinstance(member.get("name"), str):
+            row.members[member["name"]] = str(member.get("state", "?"))
+            if member["name"] == me:
+                row.state = str(member.get("state", "?"))
+                incarnation = member.get("incarnation")
+                row.incarnation = incarnation if isinstance(incarnation, int) else None
+    row.items = _int(view.get("items"))
+    row.likes = _int(view.get("likes"))
+    fingerprint = view.get("fingerprint")
+    row.fingerprint = fingerprint if isinstance(fingerprint, str) else None
+    wal = view.get("wal")
+    if isinstance(wal, dict) and isinstance(wal.get("group_commit_p50_ms"), int | float):
+        row.wal_commit_p50_ms = float(wal["group_commit_p50_ms"])
+    sinks = view.get("checkpoint")
+    if isinstance(sinks, dict) and sinks:
+        lanes = [(name, lane) for name, lane in sinks.items() if isinstance(lane, dict)]
+        row.checkpoint_lag_s = max((_int(lane.get("lag_ms")) or 0 for _, lane in lanes), default=0) / 1000
+        row.checkpoint_pending = sum(_int(lane.get("pending_items")) or 0 for _, lane in lanes)
+        row.sinks_down = sorted(name for name, lane in lanes if lane.get("down") is True)
+    return row
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -87,6 +87,8 @@ class LikeStore:
         #: users like one item of a node's share (a hot post: a million of them), and a set costs
         #: 216 bytes where a key shared with ``_keys`` costs a pointer.
         self._liked_by: dict[int, bytes | set[bytes]] = {}
+        #: How many (user, item) likes ``_liked_by`` holds: the sum of every item's count.
+        self._likes = 0
         #: raw key -> itself: every index entry of an item shares this one bytes object.
         self._keys: dict[bytes, bytes] = {}
         #: Digests computed since the item last changed; every other item is in ``_unfolded``.
@@ -102,6 +104,12 @@ class LikeStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def likes(self) -> int:
+        """Likes held, over every item (the sum of their counts): kept with the reverse index, so
+        ``likes status`` can compare nodes by it without a scan."""
+        return self._likes
 
     def item(self, raw: bytes) -> Item:
         """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
@@ -396,14 +404,19 @@ class LikeStore:
         raw = self._keys.setdefault(raw, raw)
         dirty = self._dirty.setdefault(raw, set())
         liked_by = self._liked_by
+        users_before = len(liked_by)
         for user in users:
             keys = liked_by.setdefault(user, raw)
             if keys is not raw:
                 if isinstance(keys, set):
-                    keys.add(raw)
+                    if raw not in keys:
+                        keys.add(raw)
+                        self._likes += 1
                 elif keys != raw:
                     liked_by[user] = {keys, raw}
+                    self._likes += 1
             dirty.add(user)
+        self._likes += len(liked_by) - users_before  # users who liked nothing here before
         return raw
 
     def _reindex(self, raw: bytes, likers: ORSet) -> None:
@@ -417,11 +430,14 @@ class LikeStore:
         self._dirty.setdefault(raw, set()).add(user)
         keys = self._liked_by.get(user)
         if isinstance(keys, set):
-            keys.discard(raw)
+            if raw in keys:
+                keys.remove(raw)
+                self._likes -= 1
             if len(keys) == 1:
                 (self._liked_by[user],) = keys
         elif keys == raw:
             del self._liked_by[user]
+            self._likes -= 1
 
 
 def _keys_of(entry: bytes | set[bytes] | None) -> Iterable[bytes]:

@@ -65,8 +65,11 @@ def is_local(host: str) -> bool:
     return False
 
 
-def run_cluster(config_path: Path, config: ClusterConfig, *, out: TextIO = sys.stdout) -> int:
-    """Start the local nodes, wait for a signal, stop them; the exit status of ``likes up``."""
+def run_cluster(
+    config_path: Path, config: ClusterConfig, *, out: TextIO = sys.stdout, log_format: str = "auto"
+) -> int:
+    """Start the local nodes, wait for a signal, stop them; the exit status of ``likes up``. The
+    nodes log in ``log_format`` to the supervisor's stderr."""
     local = [spec for spec in config.nodes if is_local(spec.host)]
     if not local:
         print("likes up: no node of the cluster file lives on this host", file=sys.stderr)
@@ -83,7 +86,7 @@ def run_cluster(config_path: Path, config: ClusterConfig, *, out: TextIO = sys.s
     children: list[_Child] = []
     try:
         for spec in local:
-            children.append(_Child(spec, _spawn(config_path, spec)))
+            children.append(_Child(spec, _spawn(config_path, spec, log_format)))
         if not _wait_until_healthy(children, stop, out):
             return 0 if received else 1
         for child in children:
@@ -91,7 +94,7 @@ def run_cluster(config_path: Path, config: ClusterConfig, *, out: TextIO = sys.s
         print(f"likes: {len(children)} node(s) up; Ctrl-C stops them", file=out, flush=True)
         while not stop.wait(POLL_INTERVAL):
             for child in children:
-                if child.process.poll() is not None and not _restart(config_path, child, out):
+                if child.process.poll() is not None and not _restart(config_path, child, out, log_format):
                     return 1
         print("likes: stopping", file=out, flush=True)
         return 0
@@ -101,7 +104,7 @@ def run_cluster(config_path: Path, config: ClusterConfig, *, out: TextIO = sys.s
             signal.signal(sig, handler)
 
 
-def _restart(config_path: Path, child: _Child, out: TextIO) -> bool:
+def _restart(config_path: Path, child: _Child, out: TextIO, log_format: str) -> bool:
     """Start a node that died again; False if it has been dying too often."""
     now = time.monotonic()
     child.deaths = [t for t in child.deaths if now - t < RESTART_WINDOW] + [now]
@@ -113,7 +116,7 @@ def _restart(config_path: Path, child: _Child, out: TextIO) -> bool:
             file=sys.stderr,
         )
         return False
-    child.process = _spawn(config_path, child.spec)
+    child.process = _spawn(config_path, child.spec, log_format)
     print(
         f"likes: node {child.spec.name} exited with status {status}; restarted (pid {child.process.pid})",
         file=out,
@@ -122,11 +125,13 @@ def _restart(config_path: Path, child: _Child, out: TextIO) -> bool:
     return True
 
 
-def _spawn(config_path: Path, spec: NodeSpec) -> subprocess.Popen[bytes]:
-    """Start one node as a child that stops when we do."""
+def _spawn(config_path: Path, spec: NodeSpec, log_format: str) -> subprocess.Popen[bytes]:
+    """Start one node as a child that stops when we do (``auto`` resolves alike in it: it shares our
+    stderr)."""
     command: Sequence[str] = (
         sys.executable, "-m", "node", "node",
         "--config", str(config_path), "--name", spec.name, "--exit-with-parent",
+        "--log-format", log_format,
     )  # fmt: skip
     # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.
     return subprocess.Popen(command, start_new_session=True)

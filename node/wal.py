@@ -40,6 +40,7 @@ from typing import Any, Literal
 import msgpack
 
 from node.errors import DataDirError
+from node.latency import DISK_BUCKETS, LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class WriteAheadLog:
         self.bytes_written = 0
         self.fsync_seconds: list[float] = []
         self.commit_seconds: list[float] = []
+        #: Every fsync and group commit since start, bucketed for the ``/metrics`` histograms.
+        self.fsync_latency = LatencyHistogram(DISK_BUCKETS)
+        self.commit_latency = LatencyHistogram(DISK_BUCKETS)
 
     # -- start-up -------------------------------------------------------------------------------------
 
@@ -287,8 +291,10 @@ class WriteAheadLog:
         self, waiters: list[asyncio.Future[None]], error: DataDirError | None, started: float
     ) -> None:
         """In the event loop: answer a group's waiters."""
-        self.commit_seconds.append(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self.commit_seconds.append(elapsed)
         del self.commit_seconds[:-256]
+        self.commit_latency.observe(elapsed)
         for waiter in waiters:
             if waiter.done():
                 continue
@@ -305,8 +311,10 @@ class WriteAheadLog:
         if self.fsync == "always":
             started = time.perf_counter()
             os.fsync(self._file.fileno())
-            self.fsync_seconds.append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.fsync_seconds.append(elapsed)
             del self.fsync_seconds[:-256]
+            self.fsync_latency.observe(elapsed)
             self.fsyncs += 1
             if self._mark_durable:
                 # One fixed-width pwrite: a kill lands before or after it, never halfway through.

@@ -109,6 +109,10 @@ class Lane:
         self._oldest: float | None = None
         self._retry_at = 0.0
         self._backoff = 0.0
+        #: When the current outage began (monotonic seconds; None while the sink works) and how many
+        #: writes it has failed so far: one log line when it begins, one when it ends.
+        self._down_since: float | None = None
+        self._outage_failures = 0
         self._opened = False
         self.written_items = 0
         self.errors = 0
@@ -153,14 +157,35 @@ class Lane:
                 self.written_items += len(batch)
         except SinkUnavailable as exc:
             self.errors += 1
-            if self.last_error is None or self._backoff == 0:
-                log.warning("checkpoint sink %s unavailable, retrying with backoff: %s", self.sink.name, exc)
+            if self._down_since is None:  # the first failure of an outage: its retries are not news
+                self._down_since = time.monotonic()
+                self._outage_failures = 0
+                log.warning(
+                    "checkpoint sink %s down, retrying with backoff: %s",
+                    self.sink.name,
+                    exc,
+                    extra={"event": "sink_down", "sink": self.sink.name, "error": str(exc)},
+                )
+            self._outage_failures += 1
             self.last_error = str(exc)
             self._backoff = min(self._max_backoff, max(0.1, 2 * self._backoff))
             self._retry_at = time.monotonic() + self._backoff
             return
-        if self._backoff:
-            log.info("checkpoint sink %s recovered", self.sink.name)
+        if self._down_since is not None:
+            down = time.monotonic() - self._down_since
+            self._down_since = None
+            log.info(
+                "checkpoint sink %s back after %.1f s down (%d failed attempts)",
+                self.sink.name,
+                down,
+                self._outage_failures,
+                extra={
+                    "event": "sink_up",
+                    "sink": self.sink.name,
+                    "down_s": round(down, 3),
+                    "failed_attempts": self._outage_failures,
+                },
+            )
         self._backoff = 0.0
         self._oldest = None
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -18,6 +19,10 @@ from node.config import ApiSettings
 from node.durability import Durability
 from node.store import LikeStore
 from node.wal import WriteAheadLog
+
+if TYPE_CHECKING:
+    from tests.node.processes import NodeProcesses
+from tests.node.checkpoint.conftest import redis_client  # noqa: F401  (a fixture for every node test)
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
@@ -91,3 +96,15 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in sockets]
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[NodeProcesses]:
+    """n1, n2, n3 as separate ``likes node`` processes, none started; every one stopped afterwards."""
+    from tests.node.processes import NodeProcesses  # it imports this module (free_ports)
+
+    cluster = NodeProcesses(tmp_path, ("n1", "n2", "n3"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()

@@ -317,6 +317,7 @@ def test_the_reverse_index_always_agrees_with_the_liker_sets(
                 stores[peer].merge(raw, payload)
         for checked in stores.values():
             assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
+            assert checked.likes == sum(checked.count(key) for key in keys)
     for source in stores.values():  # anti-entropy: full states everywhere
         for key in keys:
             state = source.state(key.to_bytes())
