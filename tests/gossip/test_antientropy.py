@@ -68,11 +68,19 @@ async def test_an_in_sync_round_is_one_small_frame(started: Start) -> None:
     a, b = cluster.members
     for member in cluster.members:
         member.replica.load({f"k{i}".encode(): {i} for i in range(1000)})
+    # A member still indexing sits rounds out (it neither starts one nor answers): wait for both.
+    await wait_until(
+        lambda: all(m.gossiper.stats()["anti_entropy_keys_indexed"] == 1000 for m in cluster.members),
+        timeout=10,
+        what="both indexed",
+    )
     before = anti_entropy_bytes(cluster)
-    a.gossiper.anti_entropy_round()
-    await wait_until(lambda: b.gossiper.stats()["anti_entropy_in_sync"] == 1, timeout=2, what="in sync")
+    assert a.gossiper.anti_entropy_round()
+    await wait_until(lambda: b.gossiper.stats()["anti_entropy_in_sync"] >= 1, timeout=10, what="in sync")
     await asyncio.sleep(0.05)
-    assert anti_entropy_bytes(cluster) - before < 100
+    # One round, unless a late probe on a loaded machine added a recovery round: each one small.
+    rounds = b.gossiper.stats()["anti_entropy_in_sync"]
+    assert anti_entropy_bytes(cluster) - before < 100 * rounds
     assert b.gossiper.stats()["anti_entropy_keys_repaired"] == 0
 
 
@@ -183,7 +191,7 @@ async def test_a_key_that_just_changed_is_left_to_deltas_then_repaired_once_sett
     assert anti_entropy_bytes(cluster) < 2048
     await asyncio.sleep(0.5)  # now settled
     assert a.gossiper.anti_entropy_round()
-    await wait_until(lambda: b.replica.value(b"hot") == {1}, timeout=2, what="repair once settled")
+    await wait_until(lambda: b.replica.value(b"hot") == {1}, timeout=10, what="repair once settled")
 
 
 async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_window(
@@ -194,9 +202,12 @@ async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_windo
     # Period max(0.5, 10 x 0.05) = 0.5 s; settling lasts 3 x 0.1 s after each change.
     cluster = await pair_in_contact(started, delta_interval=0.1, anti_entropy_interval=0.05)
     a, b = cluster.members
+    repaired_while_hot = 0
     for value in range(40):  # a hot key: changing every 50 ms, each delta lost
         a.replica.load({b"hot": {value}})
         await asyncio.sleep(0.05)
         if value == 4:
             assert b.replica.value(b"hot") == frozenset(), "repaired while not yet hot for a period"
-    await wait_until(lambda: len(b.replica.value(b"hot")) > 10, timeout=2, what="repair while hot")
+        repaired_while_hot = max(repaired_while_hot, len(b.replica.value(b"hot")))
+    # Seen during the burst: once it ends the key settles and an ordinary round would repair it anyway.
+    assert repaired_while_hot > 10, f"only {repaired_while_hot} of 40 values repaired while the key was hot"
