@@ -26,7 +26,14 @@ hash so the other side leaves them alone too. A hot key (a viral post) never sto
 would never be repaired, so during the first ``REPAIR_WINDOW_ROUNDS`` intervals of every period of
 ``REPAIR_PERIOD_ROUNDS`` intervals (aligned on the wall clock, so members agree without talking) a
 key that has been settling for a whole period is repaired like any other: every difference is
-repaired within about two periods.
+repaired within about two periods. A key merged from a peer's full state does not settle: no delta
+of it is in flight, and the join should go on to the members still lacking it.
+
+Sweeps: a round with one random peer per interval takes several intervals to reach every member,
+and a delta lost at the end of a burst has no later delta behind it. So once this member's replica
+has been quiet for the settle time (``take_quiet``), the gossiper starts a round with every alive
+peer at once, at most once per anti-entropy interval: after a burst, a healed partition or a run of
+lost frames, every member is compared within a round trip.
 """
 
 from __future__ import annotations
@@ -98,6 +105,11 @@ class AntiEntropy:
         self._recovering_until = 0.0
         self._repair_period = max(MIN_REPAIR_PERIOD, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
         self._repair_window = REPAIR_WINDOW_ROUNDS * config.anti_entropy_interval
+        #: Keys merged from a peer's full state since the last refresh (see ``refresh``).
+        self._repaired: set[bytes] = set()
+        #: When the replica last changed, and whether no sweep has compared it with every peer since.
+        self._last_change = 0.0
+        self._unswept = False
 
     # -- the index --------------------------------------------------------------------------------
 
@@ -106,9 +118,18 @@ class AntiEntropy:
         (settling keys wait, uncounted). Between rounds (``for_round`` false) even hot keys wait:
         digesting a hot item at every change would cost far more than the round that needs it."""
         changed = self._replica.drain_changed()
+        repaired, self._repaired = self._repaired, set()
         if self.noting_changes:
             now = time.monotonic()
+            self._unswept = self._unswept or bool(changed)
             for key in changed:
+                if key in repaired:
+                    # A repair merged a whole state: no delta of it is in flight, so the join is
+                    # ready to go on to the members still lacking it without settling (again), and
+                    # a stream of repairs does not keep this member from ever being quiet.
+                    self._stale[key] = None
+                    continue
+                self._last_change = now
                 if key not in self._changed_at:
                     self._settling_since[key] = now
                     # Out of the tree while settling: each member would hold whatever digest it
@@ -138,6 +159,24 @@ class AntiEntropy:
         backlog = len(self._stale)
         self._stale.update(dict.fromkeys(deferred))
         return backlog
+
+    def take_quiet(self) -> bool:
+        """True once after each burst of changes, when all of it has settled: the moment to compare
+        with every peer. A delta lost at the end of a burst has no later delta behind it, and a round
+        with one random peer per interval would take several intervals to reach every member.
+
+        Quiet means nothing changed for the settle time, stretched by load at most
+        ``MAX_SETTLE_STRETCH`` times: a member whose replica stopped changing has no deltas queueing
+        behind a busy loop, whatever its health score still says (the score decays only one acked
+        probe at a time, and a partition raises it as much as overload does). So every key counts as
+        settled from then on, and the sweep's rounds carry all of them."""
+        quiet_for = min(self._settle_time(), MAX_SETTLE_STRETCH * self._settle)
+        if not self._unswept or time.monotonic() - self._last_change <= quiet_for:
+            return False
+        self._unswept = False
+        self._changed_at.clear()
+        self._settling_since.clear()
+        return True
 
     async def catch_up(self) -> None:
         """Index everything pending in slices, yielding between them (start-up with many keys)."""
@@ -219,6 +258,7 @@ class AntiEntropy:
             except PayloadError:
                 self._counters["payload_errors"] += 1
                 continue
+            self._repaired.add(key)
             self._counters["anti_entropy_keys_repaired"] += 1
         if message.want:
             settling = self._settling()

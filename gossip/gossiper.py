@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -89,6 +90,7 @@ STAT_NAMES = (
     "anti_entropy_in_sync",
     "anti_entropy_keys_repaired",
     "anti_entropy_busy",
+    "anti_entropy_sweeps",
     "probes",
     "probe_failures",
     "members_suspected",
@@ -135,6 +137,8 @@ class Gossiper:
         self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        #: No sweep before this (monotonic seconds): at most one per anti-entropy interval.
+        self._next_sweep = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -277,6 +281,19 @@ class Gossiper:
             await asyncio.sleep(self._config.delta_interval)
             if self._membership.live_peers():
                 self._anti_entropy.refresh(CATCH_UP_SLICE, for_round=False)
+                if time.monotonic() >= self._next_sweep and self._anti_entropy.take_quiet():
+                    self._sweep()
+
+    def _sweep(self) -> None:
+        """Changes have settled: start a round with every alive peer (up to ``full_fanout_peers``), so
+        whatever the burst's lost deltas left different is repaired within a round trip, everywhere."""
+        self._next_sweep = time.monotonic() + self._config.anti_entropy_interval
+        peers = self._membership.peers(MemberState.ALIVE)
+        chosen = self._rng.sample(peers, min(len(peers), self._config.full_fanout_peers))
+        if chosen:
+            self._counters["anti_entropy_sweeps"] += 1
+        for peer in chosen:
+            self._anti_entropy.start_round(peer.address)
 
     def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
         """Run ``loop`` until stop, restarting it if it ever fails (a bug must not end gossip)."""

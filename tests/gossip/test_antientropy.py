@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gossip import MemoryNetwork, antientropy
+from gossip import GossipConfig, MemoryNetwork, antientropy
 from gossip.merkle import DEPTH, LEAVES, MerkleTree, bucket_of
-from tests.gossip.conftest import Cluster, memory_cluster, wait_until
+from gossip.messages import Origin, States
+from tests.gossip.conftest import KEY, Cluster, memory_cluster, wait_until
+from tests.gossip.replicas import GrowOnlySets, encode
 
 Start = Callable[[Cluster], Awaitable[Cluster]]
 #: Anti-entropy only when the test says so, and no deltas to muddy the byte counts.
@@ -34,8 +37,10 @@ async def pair_in_contact(started: Start, **overrides: object) -> Cluster:
 
 
 async def test_one_differing_item_among_100_000_is_repaired_both_ways_in_under_16_kib(
-    started: Start,
+    started: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One round's bytes: the sweep the repair's own merges set off would add a round of its own.
+    monkeypatch.setattr(antientropy.AntiEntropy, "take_quiet", lambda self: False)
     contents = {f"item:{i}".encode(): {i} for i in range(ITEMS)}
     cluster = memory_cluster(MemoryNetwork(seed=9), 2, **QUIET)
     a, b = cluster.members
@@ -211,3 +216,48 @@ async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_windo
         repaired_while_hot = max(repaired_while_hot, len(b.replica.value(b"hot")))
     # Seen during the burst: once it ends the key settles and an ordinary round would repair it anyway.
     assert repaired_while_hot > 10, f"only {repaired_while_hot} of 40 values repaired while the key was hot"
+
+
+async def test_a_burst_that_settles_is_swept_with_every_peer_at_once(started: Start) -> None:
+    # No periodic rounds (QUIET): only a sweep can carry a change whose deltas were lost.
+    cluster = await started(memory_cluster(MemoryNetwork(seed=3), 4, **QUIET))
+    a, *others = cluster.members
+    await wait_until(
+        lambda: all(m.gossiper.stats()["members_alive"] == 3 for m in cluster.members),
+        timeout=10,
+        what="contact",
+    )
+    a.replica.load({b"burst": {1}})  # changed, no delta sent
+    await wait_until(
+        lambda: all(m.replica.value(b"burst") == {1} for m in others), timeout=10, what="swept to every peer"
+    )
+    assert a.gossiper.stats()["anti_entropy_sweeps"] == 1
+    assert a.gossiper.stats()["anti_entropy_rounds"] >= 3
+    await asyncio.sleep(0.5)  # the others merged a repair: a change of theirs, so each sweeps once too
+    sweeps = [m.gossiper.stats()["anti_entropy_sweeps"] for m in cluster.members]
+    assert all(count <= 1 for count in sweeps), sweeps
+
+    a.replica.load({b"burst": {2}})  # a second burst within the interval (3600 s here): no sweep
+    await asyncio.sleep(0.5)
+    assert [m.gossiper.stats()["anti_entropy_sweeps"] for m in cluster.members] == sweeps
+    assert all(m.replica.value(b"burst") == {1} for m in others)
+
+
+def test_a_repaired_key_is_indexed_at_once_and_a_local_change_settles() -> None:
+    """A repair merges a whole state, with no delta of it in flight: it goes on to the members still
+    lacking it at the next round, while a local change is left to its deltas for a while."""
+    replica = GrowOnlySets()
+    config = GossipConfig.local("n0", keyring=(KEY,))
+    origin = Origin("n1", ("10.0.0.1", 7001))
+    engine = antientropy.AntiEntropy(
+        config, replica, lambda: origin, lambda _a, _m: None, Counter(), random.Random(1)
+    )
+    engine.noting_changes = True
+
+    engine.handle_states(States(origin, ((b"repaired", encode({1})),), ()))
+    replica.add(b"written", 2)
+    engine.refresh()
+    settling = engine._settling()
+    assert not settling(b"repaired") and settling(b"written")
+    assert b"repaired" in engine.tree.entries(bucket_of(b"repaired"))  # compared in the next round
+    assert b"written" not in engine.tree.entries(bucket_of(b"written"))
