@@ -2,8 +2,8 @@
 
 A round is a stateless ping-pong; each message says everything its answer needs::
 
-    A -> B  TREE  level 0: [root]               B compares, answers with the children of what differs
-    B -> A  TREE  level 1: [16 hashes]          A compares, answers likewise, one level deeper ...
+    A -> B  TREE  level 0: [root], mask         B compares, answers with the children of what differs
+    B -> A  TREE  level 1: [16 hashes], mask    A compares, answers likewise, one level deeper ...
     x -> y  KEYS  [(leaf, [(key, item hash)])]  sent by whoever first sees differing *leaves*
     y -> x  STATES  states y has that x lacks or differs on, and the keys y wants
     x -> y  STATES  the wanted states
@@ -20,14 +20,19 @@ catches up over several bounded rounds instead of one giant one.
 Settling: under load, most differences a round finds are deltas still in flight, and repairing
 them ships whole states for nothing. So a key that changed here within ``SETTLE_INTERVALS`` delta
 intervals (stretched by the member's own load, as Lifeguard stretches probe timeouts: an overloaded
-member's deltas queue longer) is left alone: it leaves the Merkle tree until it settles (members
-would otherwise compare digests taken mid-flight), and a KEYS list marks such keys with an empty
-hash so the other side leaves them alone too. A hot key (a viral post) never stops changing and
-would never be repaired, so during the first ``REPAIR_WINDOW_ROUNDS`` intervals of every period of
-``REPAIR_PERIOD_ROUNDS`` intervals (aligned on the wall clock, so members agree without talking) a
-key that has been settling for a whole period is repaired like any other: every difference is
-repaired within about two periods. A key merged from a peer's full state does not settle: no delta
-of it is in flight, and the join should go on to the members still lacking it.
+member's deltas queue longer) is left alone. It keeps its last settled digest in the tree
+(re-digesting a hot item at every change would cost more than the rounds that read it), and every
+TREE message carries a mask, the leaves of the keys its sender is leaving to deltas: both sides hash
+as if those leaves were empty, and each answer adds its own settling leaves. So a round descends only
+into real differences, not into every key whose delta is on its way or was merged a moment ago (a
+descent costs a few hundred bytes per level and key; under load, hundreds of keys are settling,
+and their descents were nine tenths of the bytes anti-entropy sent). A KEYS list marks a settling
+key with an empty hash so the other side leaves it alone as well. A hot key (a viral post) never
+stops changing and would never be repaired, so during the first ``REPAIR_WINDOW_ROUNDS`` intervals
+of every period of ``REPAIR_PERIOD_ROUNDS`` intervals (aligned on the wall clock, so members agree
+without talking) a key that has been settling for a whole period is repaired like any other: every
+difference is repaired within about two periods. A key merged from a peer's full state does not
+settle: no delta of it is in flight, and the join should go on to the members still lacking it.
 
 Sweeps: a round with one random peer per interval takes several intervals to reach every member,
 and a delta lost at the end of a burst has no later delta behind it. So once this member's replica
@@ -46,7 +51,7 @@ from collections.abc import Callable, Iterable
 
 from gossip.config import GossipConfig
 from gossip.errors import FrameError, PayloadError
-from gossip.merkle import DEPTH, LEAVES, MerkleTree, valid_node
+from gossip.merkle import DEPTH, LEAVES, MaskedTree, MerkleTree, bucket_of, valid_node
 from gossip.messages import Keys, Message, Origin, States, Tree
 from gossip.replica import Replica
 from gossip.transport import Address
@@ -66,6 +71,8 @@ REPAIR_PERIOD_ROUNDS = 10
 MIN_REPAIR_PERIOD = 10.0
 #: ... this many intervals, so keys that never stop changing are repaired too.
 REPAIR_WINDOW_ROUNDS = 2
+#: Upper bound of the bytes one masked leaf adds to a TREE message (a msgpack integer).
+MASK_LEAF_BYTES = 5
 #: The hash a KEYS entry carries for a key its sender is leaving to deltas.
 SETTLING = b""
 
@@ -92,12 +99,14 @@ class AntiEntropy:
         self._counters = counters
         self._rng = rng
         self._budget = config.max_frame_bytes - BATCH_RESERVE
+        self._max_mask = self._budget // 2 // MASK_LEAF_BYTES
         self.tree = MerkleTree()
         self._stale: dict[bytes, None] = {}  # keys changed but not re-indexed yet
         #: When each recently changed key was seen changing, oldest first (monotonic seconds).
         self._changed_at: OrderedDict[bytes, float] = OrderedDict()
-        #: Since when each of those keys has been settling without a break.
+        #: Since when each of those keys has been settling without a break, and its leaf.
         self._settling_since: dict[bytes, float] = {}
+        self._leaf_of: dict[bytes, int] = {}
         #: Off until the start-up index is built: loading what is on disk is not a change.
         self.noting_changes = False
         self._settle = SETTLE_INTERVALS * config.delta_interval
@@ -132,9 +141,7 @@ class AntiEntropy:
                 self._last_change = now
                 if key not in self._changed_at:
                     self._settling_since[key] = now
-                    # Out of the tree while settling: each member would hold whatever digest it
-                    # happened to take mid-flight, and every round would descend into them.
-                    self.tree.update(key, None)
+                    self._leaf_of[key] = bucket_of(key)
                 self._changed_at[key] = now
                 self._changed_at.move_to_end(key)
                 self._stale[key] = None
@@ -142,6 +149,7 @@ class AntiEntropy:
             while self._changed_at and next(iter(self._changed_at.values())) < now - settle:
                 settled, _ = self._changed_at.popitem(last=False)
                 del self._settling_since[settled]
+                del self._leaf_of[settled]
         else:
             self._stale.update(dict.fromkeys(changed))
         # A settling key is digested once it settles: a hot item changing all the time would
@@ -176,6 +184,7 @@ class AntiEntropy:
         self._unswept = False
         self._changed_at.clear()
         self._settling_since.clear()
+        self._leaf_of.clear()
         return True
 
     async def catch_up(self) -> None:
@@ -190,27 +199,31 @@ class AntiEntropy:
         if self._busy():
             return False
         self._counters["anti_entropy_rounds"] += 1
-        self._send(peer, Tree(self._origin(), 0, ((0, self.tree.root),)))
+        ours = self.tree.masked(self._mask())
+        self._send(peer, Tree(self._origin(), 0, ((0, ours.node(0, 0)),), tuple(sorted(ours.leaves))))
         return True
 
     def handle_tree(self, message: Tree) -> None:
-        """Compare their node hashes with ours; descend into what differs, or list differing leaves."""
+        """Compare their node hashes with ours under their mask; descend into what differs (masking
+        our settling leaves too from there on), or list the keys of differing leaves."""
         level = message.level
         if any(not valid_node(level, index) for index, _ in message.nodes):
             raise FrameError(f"TREE names a node outside the tree at level {level}")
+        if any(not 0 <= leaf < LEAVES for leaf in message.masked):
+            raise FrameError("TREE masks a leaf outside the tree")
         if self._busy():
             return
-        differing = [index for index, digest in message.nodes if self.tree.node(level, index) != digest]
+        theirs = self.tree.masked(message.masked)
+        differing = [index for index, digest in message.nodes if theirs.node(level, index) != digest]
         if not differing:
             if level == 0:
                 self._counters["anti_entropy_in_sync"] += 1
             return
         differing = self._cap(differing)
+        ours = self.tree.masked(self._mask(theirs.leaves))
         reply_to = message.origin.address
         if level < DEPTH:
-            nodes = [node for index in differing for node in self.tree.children(level, index)]
-            for batch in batches(nodes, lambda node: bytes_cost(node[1]) + 5, self._budget):
-                self._send(reply_to, Tree(self._origin(), level + 1, tuple(batch)))
+            self._descend(reply_to, level, differing, ours)
             return
         settling = self._settling()
         leaves = [
@@ -222,6 +235,7 @@ class AntiEntropy:
                 ),
             )
             for leaf in differing
+            if leaf not in ours.leaves  # settling here: the next round compares it
         ]
         for leaf_batch in batches(leaves, _leaf_cost, self._budget):
             self._send(reply_to, Keys(self._origin(), tuple(leaf_batch)))
@@ -279,6 +293,23 @@ class AntiEntropy:
             shipped = tuple((key, state) for key, state in batch if state is not None)
             wanted = tuple(key for key, state in batch if state is None)
             self._send(peer, States(self._origin(), shipped, wanted))
+
+    def _descend(self, peer: Address, level: int, differing: list[int], ours: MaskedTree) -> None:
+        """Send our hashes of the children of ``differing`` nodes, masked as ``ours``."""
+        masked = tuple(sorted(ours.leaves))
+        budget = self._budget - MASK_LEAF_BYTES * len(masked)  # every batch carries the mask
+        nodes = [node for index in differing for node in ours.children(level, index)]
+        for batch in batches(nodes, lambda node: bytes_cost(node[1]) + 5, budget):
+            self._send(peer, Tree(self._origin(), level + 1, tuple(batch), masked))
+
+    def _mask(self, theirs: frozenset[int] = frozenset()) -> frozenset[int]:
+        """The leaves our next TREE message masks: theirs and those of the keys this member leaves to
+        deltas now, as many as fit beside a batch in a frame (a smaller mask only descends deeper)."""
+        settling, leaf_of = self._settling(), self._leaf_of
+        leaves = theirs | {leaf_of[key] for key in self._changed_at if settling(key)}
+        if len(leaves) > self._max_mask:
+            leaves = frozenset(sorted(leaves)[: self._max_mask])
+        return leaves
 
     def _settling(self, *, repair_window: bool = True) -> Callable[[bytes], bool]:
         """Whether a key is left to deltas this round (see the module docstring)."""

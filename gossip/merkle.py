@@ -14,6 +14,7 @@ With depth 4 (65,536 leaves), 100,000 keys put one or two in a leaf and 10 milli
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 FANOUT = 16
 DEPTH = 4
@@ -94,6 +95,45 @@ class MerkleTree:
     def entries(self, leaf: int) -> dict[bytes, bytes]:
         """The (key -> item hash) entries of one leaf (a copy)."""
         return dict(self._leaves.get(leaf, {}))
+
+    def masked(self, leaves: Iterable[int]) -> MaskedTree:
+        """This tree's hashes as if ``leaves`` were empty, in O(depth) per masked leaf."""
+        return MaskedTree(self, leaves)
+
+
+class MaskedTree:
+    """A read-only view of a tree with some leaves counted as empty: two members that mask the same
+    leaves compare everything else exactly, whatever those leaves hold on either side."""
+
+    __slots__ = ("_out", "_tree", "leaves")
+
+    def __init__(self, tree: MerkleTree, leaves: Iterable[int]) -> None:
+        self._tree = tree
+        self.leaves = frozenset(leaves)
+        #: Per level, the XOR of the masked leaves' hashes under each node that has any.
+        self._out: list[dict[int, int]] = [{} for _ in range(DEPTH + 1)]
+        for leaf in self.leaves:
+            change = tree._levels[DEPTH][leaf]
+            index = leaf
+            for level in range(DEPTH, -1, -1):
+                out = self._out[level]
+                out[index] = out.get(index, 0) ^ change
+                index //= FANOUT
+
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of one node without the masked leaves."""
+        return self._hash(level, index).to_bytes(HASH_BYTES, "big")
+
+    def children(self, level: int, index: int) -> list[tuple[int, bytes]]:
+        """The (index, hash) of each child of a node above the leaves, without the masked leaves."""
+        first = index * FANOUT
+        return [
+            (child, self._hash(level + 1, child).to_bytes(HASH_BYTES, "big"))
+            for child in range(first, first + FANOUT)
+        ]
+
+    def _hash(self, level: int, index: int) -> int:
+        return self._tree._levels[level][index] ^ self._out[level].get(index, 0)
 
 
 def valid_node(level: int, index: int) -> bool:

@@ -81,12 +81,15 @@ class Deltas:
 
 @dataclass(frozen=True, slots=True)
 class Tree:
-    """Anti-entropy descent: my hashes of these Merkle nodes at ``level``; answer where yours differ."""
+    """Anti-entropy descent: my hashes of these Merkle nodes at ``level``; answer where yours differ.
+    Both sides hash as if the ``masked`` leaves were empty (keys settling somewhere: see antientropy).
+    """
 
     kind: ClassVar[MessageType] = MessageType.TREE
     origin: Origin
     level: int
     nodes: tuple[tuple[int, bytes], ...]
+    masked: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +146,10 @@ def to_body(message: Message) -> list[Any]:
             return [_member(sender), [_member(m) for m in members], reply]
         case Deltas(sender, hops, items):
             return [sender, hops, [list(item) for item in items]]
-        case Tree(origin, level, nodes):
-            return [*_origin(origin), level, [list(node) for node in nodes]]
+        case Tree(origin, level, nodes, masked):
+            # Without a mask the body is the one members before masks sent and read.
+            mask = [list(masked)] if masked else []
+            return [*_origin(origin), level, [list(node) for node in nodes], *mask]
         case Keys(origin, leaves):
             return [*_origin(origin), [[leaf, [list(e) for e in entries]] for leaf, entries in leaves]]
         case States(origin, states, want):
@@ -194,9 +199,13 @@ def _parse_deltas(body: Any) -> Deltas:
 
 
 def _parse_tree(body: Any) -> Tree:
-    name, host, port, level, nodes = _array(body, 5)
+    fields = _array(body)
+    if len(fields) not in (5, 6):
+        raise FrameError(f"expected 5 or 6 fields, got {len(fields)}")
+    name, host, port, level, nodes, *rest = fields
     parsed = tuple((_int(index, 2**32), _bytes(digest)) for index, digest in map(_pair, _array(nodes)))
-    return Tree(_parse_origin(name, host, port), _int(level, 64), parsed)
+    masked = tuple(_int(leaf, 2**32) for leaf in _array(rest[0])) if rest else ()
+    return Tree(_parse_origin(name, host, port), _int(level, 64), parsed, masked)
 
 
 def _parse_keys(body: Any) -> Keys:

@@ -9,10 +9,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gossip import GossipConfig, MemoryNetwork, antientropy
-from gossip.merkle import DEPTH, LEAVES, MerkleTree, bucket_of
-from gossip.messages import Origin, States
+from gossip.merkle import DEPTH, FANOUT, LEAVES, MerkleTree, bucket_of
+from gossip.messages import Keys, Message, Origin, States, Tree
+from gossip.transport import Address
 from tests.gossip.conftest import KEY, Cluster, memory_cluster, wait_until
 from tests.gossip.replicas import GrowOnlySets, encode
 
@@ -149,6 +152,32 @@ def test_a_change_alters_exactly_one_root_path_and_undoing_it_restores_the_root(
     assert not tree.update(b"key42", b"v1"), "an unchanged digest is no change"
 
 
+@given(
+    st.dictionaries(st.binary(max_size=6), st.binary(min_size=1, max_size=4), max_size=60),
+    st.data(),
+)
+def test_a_masked_tree_hashes_as_if_its_masked_leaves_held_nothing(
+    items: dict[bytes, bytes], data: st.DataObject
+) -> None:
+    """Two members mask the same leaves and compare the rest exactly: the view equals a tree that
+    never held the keys of those leaves, whatever they hold."""
+    masked_keys = data.draw(st.sets(st.sampled_from(sorted(items))) if items else st.just(set()))
+    mask = frozenset(bucket_of(key) for key in masked_keys)
+    full, without = MerkleTree(), MerkleTree()
+    for key, digest in items.items():
+        full.update(key, digest)
+        if bucket_of(key) not in mask:
+            without.update(key, digest)
+    view = full.masked(mask)
+    assert view.node(0, 0) == without.root
+    for leaf in mask:
+        path = [leaf // FANOUT ** (DEPTH - level) for level in range(DEPTH + 1)]
+        for level, index in enumerate(path):
+            assert view.node(level, index) == without.node(level, index)
+            if level < DEPTH:
+                assert view.children(level, index) == without.children(level, index)
+
+
 def test_removing_every_key_empties_the_tree() -> None:
     tree = MerkleTree()
     keys = [random.Random(1).randbytes(12) for _ in range(300)]
@@ -261,3 +290,65 @@ def test_a_repaired_key_is_indexed_at_once_and_a_local_change_settles() -> None:
     assert not settling(b"repaired") and settling(b"written")
     assert b"repaired" in engine.tree.entries(bucket_of(b"repaired"))  # compared in the next round
     assert b"written" not in engine.tree.entries(bucket_of(b"written"))
+
+
+def _wired_pair() -> tuple[antientropy.AntiEntropy, antientropy.AntiEntropy, list[Message]]:
+    """Two engines that hand messages straight to each other (no transport, no timers), whose keys
+    settle for a minute after changing: a round is exactly what the protocol sends."""
+    config = GossipConfig.local("n0", keyring=(KEY,))
+    sent: list[Message] = []
+    engines: dict[Address, antientropy.AntiEntropy] = {}
+
+    def send(to: Address, message: Message) -> None:
+        sent.append(message)
+        match message:
+            case Tree():
+                engines[to].handle_tree(message)
+            case Keys():
+                engines[to].handle_keys(message)
+            case States():
+                engines[to].handle_states(message)
+
+    for name, port in (("a", 7001), ("b", 7002)):
+        origin = Origin(name, ("127.0.0.1", port))
+        engine = antientropy.AntiEntropy(
+            config,
+            GrowOnlySets(),
+            lambda origin=origin: origin,
+            send,
+            Counter(),
+            random.Random(port),
+            health=lambda seconds: 60 / antientropy.SETTLE_INTERVALS,  # settle for 60 s
+        )
+        engines[origin.address] = engine
+    a, b = engines.values()
+    return a, b, sent
+
+
+def test_a_round_masks_settling_keys_and_descends_only_into_the_real_difference() -> None:
+    """Under load most keys differ only because their deltas are on the way (or were just merged and
+    still settle here): a round must not pay a descent for each (16 hashes per level), and must still
+    repair the one key that really differs."""
+    a, b, sent = _wired_pair()
+    common = {f"item:{i}".encode(): {i} for i in range(2000)}
+    written = range(0, 2000, 10)
+    a._replica.load(common)  # type: ignore[attr-defined]
+    a._replica.load({f"item:{i}".encode(): {i, -i} for i in written})  # type: ignore[attr-defined]
+    a._replica.load({b"lost": {7}})  # type: ignore[attr-defined]  # long settled; B never got it
+    b._replica.load(common)  # type: ignore[attr-defined]
+    for engine in (a, b):
+        engine.refresh()
+        engine.noting_changes = True
+    for i in written:  # A's 200 writes reach B just now: settled on A, settling on B
+        b._replica.add(f"item:{i}".encode(), -i)  # type: ignore[attr-defined]
+    b.refresh()
+    assert len(b._mask()) >= 150
+
+    assert a.start_round(("127.0.0.1", 7002))
+    assert b._replica.value(b"lost") == {7}  # type: ignore[attr-defined]
+    shipped = [key for m in sent if isinstance(m, States) for key, _ in m.states]
+    assert shipped == [b"lost"]
+    leaf_hashes = sum(len(m.nodes) for m in sent if isinstance(m, Tree) and m.level == DEPTH)
+    assert leaf_hashes <= 2 * FANOUT, f"{leaf_hashes} leaf hashes sent: descended into settling keys"
+    listed = [key for m in sent if isinstance(m, Keys) for _, entries in m.leaves for key, _ in entries]
+    assert len(listed) <= 4, f"{len(listed)} keys listed: settling keys were compared"

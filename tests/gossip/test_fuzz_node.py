@@ -191,6 +191,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         origins,
         st.integers(0, 64),
         st.lists(st.tuples(st.integers(0, 2**32), st.binary(max_size=20)), max_size=4).map(tuple),
+        st.lists(st.integers(0, 2**32), max_size=4).map(tuple),
     ),
     st.builds(
         Keys,

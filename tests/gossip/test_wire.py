@@ -56,6 +56,7 @@ EVERY_MESSAGE: list[Message] = [
     Members(ME, (ME, SUSPECTED), reply=True),
     Deltas("n1", 3, ((b"key", b"delta"), (b"", b""))),
     Tree(ORIGIN, 2, ((17, bytes(16)), (255, b"\xff" * 16))),
+    Tree(ORIGIN, 4, ((9, bytes(16)),), (0, 3, 65535)),
     Keys(ORIGIN, ((65535, ((b"k", b"h" * 16),)), (0, ()))),
     States(ORIGIN, ((b"k", b"state"),), (b"wanted",)),
     Replicate(ORIGIN, 7, ((b"k", b"delta"),)),
