@@ -389,7 +389,7 @@ async def _anti_entropy(items: int, seed: int) -> dict[str, Any]:
         await asyncio.sleep(0.2)  # a push-pull round may end with a frame back to A: count it too
         spent = _ae_bytes(a, b) - before
 
-        async def all_indexed() -> bool:  # the repaired key left A's tree while it settled
+        async def all_indexed() -> bool:  # every key indexed again once the changed one settled
             return bool(a.stats()["anti_entropy_keys_indexed"] == items)
 
         await eventually(all_indexed, timeout=AE_ROUND_WAIT, interval=0.01)
