@@ -86,12 +86,6 @@ class MerkleTree:
         """The hash of everything indexed."""
         return self.node(0, 0)
 
-    def children(self, level: int, index: int) -> list[tuple[int, bytes]]:
-        """The (index, hash) of each child of a node above the leaves."""
-        first = index * FANOUT
-        row = self._levels[level + 1]
-        return [(child, row[child].to_bytes(HASH_BYTES, "big")) for child in range(first, first + FANOUT)]
-
     def entries(self, leaf: int) -> dict[bytes, bytes]:
         """The (key -> item hash) entries of one leaf (a copy)."""
         return dict(self._leaves.get(leaf, {}))
