@@ -325,16 +325,22 @@ async def middleware(
         incoming = decode_token(text)
         await request.app[WAITER].wait(incoming)
     response = await handler(request)
-    produced = request.get(_PRODUCED)
+    answer = answer_token(text if incoming is not None else None, incoming, request.get(_PRODUCED))
+    if answer is not None:
+        response.headers[HEADER] = answer
+    return response
+
+
+def answer_token(
+    sent: str | None, incoming: Token | None, produced: Sequence[TokenEntry] | None
+) -> str | None:
+    """The token an answer carries: what the request ``produced`` (None: a read) composed with the
+    token it was ``sent`` (``incoming`` once decoded); a read answers with the token it was sent."""
     if produced is not None:
         if incoming is None and len(produced) == 1 and len(produced[0].dots) <= MAX_TOKEN_DOTS:
-            token: Token = (produced[0],)  # one write of one user's like: already composed
-        else:
-            token = compose(incoming or (), produced)
-        response.headers[HEADER] = encode_token(token)
-    elif incoming is not None and text is not None:
-        response.headers[HEADER] = text  # a read: the token it was sent
-    return response
+            return encode_token((produced[0],))  # one write of one user's like: already composed
+        return encode_token(compose(incoming or (), produced))
+    return sent
 
 
 def _honours(request: web.Request) -> bool:
@@ -353,13 +359,21 @@ def note(request: web.Request, entries: Iterable[TokenEntry] = ()) -> None:
 
 
 def set_like(request: web.Request, store: LikeStore, key: ItemKey, user: int, *, liking: bool) -> LikeResult:
-    """Like or unlike through ``store`` and note the dots a later request must wait for: after a
-    like, the dots that make the user like the item; for an unlike, the dots it removed."""
+    """Like or unlike through ``store`` and note the dots a later request must wait for."""
+    result, produced = apply_like(store, key, user, liking=liking)
+    note(request, produced)
+    return result
+
+
+def apply_like(
+    store: LikeStore, key: ItemKey, user: int, *, liking: bool
+) -> tuple[LikeResult, tuple[TokenEntry, ...]]:
+    """Like or unlike through ``store``; also what the answer's token names: after a like, the dots
+    that make the user like the item; for an unlike, the dots it removed (none: nothing to name)."""
     if liking:
         result = store.like(key, user)
-        dots = [TokenDot(writer, counter, False) for writer, counter in store.like_dots(key, user)]
+        dots = tuple(TokenDot(writer, counter, False) for writer, counter in store.like_dots(key, user))
     else:
-        dots = [TokenDot(writer, counter, True) for writer, counter in store.like_dots(key, user)]
+        dots = tuple(TokenDot(writer, counter, True) for writer, counter in store.like_dots(key, user))
         result = store.unlike(key, user)
-    note(request, (TokenEntry(key.to_bytes(), user, tuple(dots)),) if dots else ())
-    return result
+    return result, (TokenEntry(key.to_bytes(), user, dots),) if dots else ()

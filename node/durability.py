@@ -97,7 +97,20 @@ class Durability:
         try:
             await self._commit(level, touched, pairs)
         except DataDirError as exc:
-            raise NotDurable(f"the write was not made durable: {exc}") from exc
+            raise not_durable(exc) from exc
+
+    def commit_local(self) -> asyncio.Future[None] | None:
+        """``commit`` at level 1 without a coroutine, for the like lane (``node.lane``): the future of
+        the log record of the writes just applied (None when they changed nothing); it fails with
+        ``DataDirError`` (see ``not_durable``) if the record could not be made durable."""
+        pairs = self.store.drain_journal()
+        if not pairs:
+            return None
+        self._announce()
+        try:
+            return self.wal.append(pairs)
+        except DataDirError as exc:
+            raise not_durable(exc) from exc
 
     async def _commit(self, level: WriteLevel, touched: Sequence[ItemKey], pairs: list[Pair]) -> None:
         durable = self.wal.append(pairs) if pairs else None
@@ -165,6 +178,11 @@ class Durability:
                     await self.snapshot()
             except Exception:  # a full disk, say: keep logging; retry at the next check
                 log.exception("snapshot failed")
+
+
+def not_durable(exc: DataDirError) -> NotDurable:
+    """The answer to a write whose log record failed."""
+    return NotDurable(f"the write was not made durable: {exc}")
 
 
 async def _zero() -> int:

@@ -133,8 +133,12 @@ def encode_item(item: Item) -> bytes:
 
 def encode_like(writer: str, counter: int, user: int) -> bytes:
     """The payload of the delta of one like: ``user`` added under the dot ``(writer, counter)``."""
-    body: bytes = msgpack.packb([writer, counter, user])
+    body: bytes = _pack_like((writer, counter, user))
     return LIKE_PREFIX + body
+
+
+#: One packer for every like (``packb`` builds one per call). Likes are made on the event loop only.
+_pack_like = msgpack.Packer().pack
 
 
 def decode_item(payload: bytes, *, max_bytes: int) -> Item:

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from node.datadir import NodeDataDir, NodeIdentity
 from node.durability import Durability
 from node.errors import ConfigError, StartupError
 from node.keyring_api import add_keyring_routes
+from node.lane import LaneSite
 from node.logs import configure_logging
 from node.store import LikeStore
 from node.wal import WriteAheadLog
@@ -47,6 +48,8 @@ DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 PARENT_CHECK_INTERVAL = 1.0
 #: Allocations (net of frees) between two young-generation collections; CPython's default is 700.
 GC_YOUNG_THRESHOLD = 10_000
+#: How often the like lane's idle connections are looked for, in seconds.
+IDLE_SWEEP_INTERVAL = 10.0
 
 
 def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[bytes, ...]) -> GossipConfig:
@@ -224,18 +227,49 @@ def run_node(
         app = build_node_app(config, name, store, wal, identity, keys, parent_pid=parent_pid)
         _tune_garbage_collector()
         try:
-            web.run_app(
-                app,
-                host=spec.host,
-                port=spec.http_port,
-                loop=_new_event_loop(),
-                print=lambda _banner: _log_started(spec, identity, len(store)),
-                access_log=None,
-                shutdown_timeout=5.0,
-            )
-        except OSError as exc:  # binding HTTP or gossip; run_app has already cleaned up
+            serve(app, spec.host, spec.http_port, started=lambda: _log_started(spec, identity, len(store)))
+        except OSError as exc:  # binding HTTP or gossip; everything started has been cleaned up
             raise StartupError(f"node {name} cannot start: {exc}") from exc
     log.info("node %s stopped", name, extra={"event": "node_stopped"})
+
+
+def serve(app: web.Application, host: str, port: int, *, started: Callable[[], None]) -> None:
+    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, as ``web.run_app`` does, except that
+    connections start in the like lane (``node.lane``); ``started`` is called once every socket is
+    bound. Then: stop accepting, finish the answers in progress, run the app's clean-up."""
+    loop = _new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, host, port, started))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main)
+        rest = asyncio.all_tasks(loop)
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve(app: web.Application, host: str, port: int, started: Callable[[], None]) -> None:
+    runner = web.AppRunner(app, handle_signals=True, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = LaneSite(runner, host, port)
+        await site.start()
+        started()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_INTERVAL)
+            site.lane.close_idle(loop.time())
+    finally:
+        await runner.cleanup()
 
 
 def _log_started(spec: NodeSpec, identity: NodeIdentity, items: int) -> None:

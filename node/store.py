@@ -364,7 +364,8 @@ class LikeStore:
     def _touch(self, raw: bytes) -> None:
         """The item changed: forget its digest and fold it out of the fingerprint."""
         self._changed.add(raw)
-        self._dirty.setdefault(raw, set())
+        if raw not in self._dirty:
+            self._dirty[raw] = set()
         digest = self._digests.pop(raw, None)
         if digest is not None:
             self._fingerprint ^= _fold(raw, digest)

@@ -58,9 +58,10 @@ Pair = tuple[bytes, bytes]
 FsyncPolicy = Literal["always", "never"]
 
 
-def encode_record(pairs: Iterable[Pair]) -> bytes:
-    """One framed record holding ``pairs``."""
-    payload: bytes = msgpack.packb([[key, value] for key, value in pairs], use_bin_type=True)
+def encode_record(pairs: Iterable[Pair], packer: msgpack.Packer | None = None) -> bytes:
+    """One framed record holding ``pairs`` (packed by ``packer``, a thread's own, if given)."""
+    packer = packer or msgpack.Packer(use_bin_type=True)
+    payload: bytes = packer.pack([[key, value] for key, value in pairs])
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -130,6 +131,8 @@ class WriteAheadLog:
         #: Records appended and not yet taken by the writer thread, and the futures waiting on them.
         self._buffer = bytearray()
         self._waiters: list[asyncio.Future[None]] = []
+        #: The event loop's packer for records (``append`` runs only there).
+        self._packer = msgpack.Packer(use_bin_type=True)
         #: Guards ``_buffer``, ``_waiters`` and ``_closing``; the writer thread waits on it.
         self._pending = threading.Condition()
         self._closing = False
@@ -236,7 +239,7 @@ class WriteAheadLog:
         if self._failure is not None:
             raise DataDirError(f"the write-ahead log failed: {self._failure}")
         assert self._loop is not None, "start() the log before appending"
-        record = encode_record(pairs)
+        record = encode_record(pairs, self._packer)
         future = self._loop.create_future()
         with self._pending:
             self._buffer += record

@@ -7,16 +7,18 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
+from yarl import URL
 
 from gossip.member import MemberInfo, MemberState
 from node.api import METRICS, NodeDescription, create_app
 from node.config import ApiSettings
 from node.durability import Durability
+from node.lane import LaneSite
 from node.store import LikeStore
 from node.wal import WriteAheadLog
 
@@ -79,6 +81,36 @@ def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Applica
         snapshot_bytes=64 * 1024 * 1024,
     )
     return create_app(durability, settings, node, cluster)
+
+
+class LaneTestServer(TestServer):
+    """aiohttp's test server, its connections starting in the like lane as a node's do
+    (``node.lane``): likes are answered by the lane, everything else by the app's routes."""
+
+    async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self.runner = await self._make_runner(handler_cancellation=True, **kwargs)
+        await self.runner.setup()
+        assert isinstance(self.runner, web.AppRunner)
+        self.site = LaneSite(self.runner, "127.0.0.1", 0)
+        await self.site.start()
+        self.host, self.port, self.scheme = "127.0.0.1", self.site.port, "http"
+        self._root = URL(f"http://127.0.0.1:{self.port}")
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's ``aiohttp_client``, serving an application the way a node does: through the
+    like lane (so every API test of a like runs through it, and every other request is handed over)."""
+
+    async def serve(app: web.Application | BaseTestServer, **kwargs: Any) -> Client:
+        if isinstance(app, web.Application):
+            app = LaneTestServer(app)
+        client: Client = await aiohttp_client(app, **kwargs)
+        return client
+
+    return serve
 
 
 @pytest.fixture
