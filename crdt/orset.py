@@ -327,15 +327,6 @@ class ORSet:
         more = "..." if len(self._entries) > 10 else ""
         return f"ORSet({shown}{more}, len={len(self._entries)})"
 
-    def context_wire(self) -> list[list[Any]]:
-        """The causal context alone, canonical: ``[[actor, counter], ...]`` of the version vector and
-        of the cloud, each sorted. Digests need it without encoding every element."""
-        cc = self._cc
-        return [
-            sorted([actor_name(a), c] for a, c in cc.vv.items()),
-            sorted([actor_name(d & ACTOR_MASK), d >> ACTOR_BITS] for d in cc.cloud),
-        ]
-
     # -- wire form (framed by crdt.codec) --------------------------------------------------------
 
     def to_wire(self) -> list[Any]:

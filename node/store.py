@@ -24,7 +24,6 @@ from typing import TypeVar
 from crdt import ORSet, PNCounter
 from crdt.dots import ACTOR_BITS
 from gossip.errors import PayloadError
-from node.digest import DIGEST_BYTES, LikerSums, digest_of
 from node.errors import InvalidValue, ItemCodecError
 from node.item import (
     LIKE_PREFIX,
@@ -39,6 +38,8 @@ from node.item import (
 
 log = logging.getLogger(__name__)
 
+#: Digest width: 128 bits make an accidental collision between two item states negligible.
+DIGEST_BYTES = 16
 #: Default cap on a payload accepted from a peer (crdt's own cap on an encoded value).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
@@ -93,8 +94,6 @@ class LikeStore:
         #: Digests computed since the item last changed; every other item is in ``_unfolded``.
         self._digests: dict[bytes, bytes] = {}
         self._unfolded: set[bytes] = set()
-        #: Per item, the sum of its likers' hashes that its digest covers (``node.digest``).
-        self._liker_sums = LikerSums()
         #: XOR of ``_fold(key, digest)`` over the items in ``_digests``: see ``fingerprint``.
         self._fingerprint = 0
 
@@ -131,7 +130,6 @@ class LikeStore:
         if item is None:
             item = self._new_item(raw)
         dot = item.likers.add_dot(self._writer, user)
-        self._liker_sums.added(raw, user, self._writer, dot >> ACTOR_BITS)
         raw = self._index(raw, (user,))
         self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
         added = self._pending_likes.get(raw)
@@ -148,9 +146,7 @@ class LikeStore:
         item = self._items.get(raw)
         if item is None or user not in item.likers:
             return LikeResult(False, 0 if item is None else len(item.likers))
-        noted = self._liker_sums.before(raw, item.likers, (user,))
         delta = item.likers.remove(user)
-        self._liker_sums.after(raw, item.likers, noted)
         self._unindex(user, raw)
         self._record(raw, Item(likers=delta, unliked={user}))
         return LikeResult(True, len(item.likers))
@@ -301,14 +297,14 @@ class LikeStore:
         return changed
 
     def digest(self, key: bytes) -> bytes:
-        """The item's digest (``node.digest``), cached until the item changes."""
+        """blake2b of the item's canonical encoding, cached until the item changes."""
         cached = self._digests.get(key)
         if cached is not None:
             return cached
         item = self._items.get(key)
         if item is None:
             return b""
-        digest = digest_of(item, self._liker_sums.of(key, item.likers))
+        digest = hashlib.blake2b(encode_item(item), digest_size=DIGEST_BYTES).digest()
         self._digests[key] = digest
         self._unfolded.discard(key)
         self._fingerprint ^= _fold(key, digest)
@@ -347,7 +343,6 @@ class LikeStore:
     def _new_item(self, raw: bytes) -> Item:
         item = self._items[raw] = Item()
         self._unfolded.add(raw)
-        self._liker_sums.new(raw)
         return item
 
     def _record(self, raw: bytes, delta: Item) -> None:
@@ -381,17 +376,13 @@ class LikeStore:
         joined = incoming.likers
         if not likers or not _may_remove(joined):
             fresh = [user for user in joined if user not in likers]
-            noted = self._liker_sums.before(raw, likers, joined)
             likers.merge(joined)
-            self._liker_sums.after(raw, likers, noted)
             self._index(raw, (user for user in fresh if user in likers))
         elif incoming.unliked:
             size = len(likers)
             fresh = [user for user in joined if user not in likers]
             named = [user for user in incoming.unliked if user in likers]
-            noted = self._liker_sums.before(raw, likers, (*joined, *named))
             likers.merge(joined)
-            self._liker_sums.after(raw, likers, noted)
             gained = [user for user in fresh if user in likers]
             lost = [user for user in named if user not in likers]
             self._index(raw, gained)
@@ -399,10 +390,8 @@ class LikeStore:
                 self._unindex(user, raw)
             if size + len(gained) - len(lost) != len(likers):
                 log.warning("a delta for %s removed users it did not name; re-indexing", raw.hex())
-                self._liker_sums.stale(raw)
                 self._reindex(raw, likers)
         else:
-            self._liker_sums.stale(raw)  # a full state that removes: many likers may change
             before = likers.value()
             likers.merge(joined)
             after = likers.value()
