@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cluster, compare, crdt, scenarios
+from bench import cluster, compare, crdt, memory, scenarios
 
 #: The fault harness's nemeses (``bench.faults.NEMESES``; that module is imported only when run).
 NEMESES = ("partition", "kill", "pause", "proxy", "sinks")
@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     core = add("crdt", "CRDT core: add/merge speed, encoded size, memory", "folder for crdt.json")
     core.add_argument("--elements", type=int, default=1_000_000, help="size of the large set")
+
+    mem = add("memory", "bytes per held like of a 1,000,000-like hot post", "folder for memory.json")
+    mem.add_argument("--likes", type=int, default=1_000_000, help="likes of the hot post (1,000,000)")
+    mem.add_argument("--nodes", type=int, default=0, help="also load a real cluster of this many nodes (0)")
 
     prop = add("propagation", "replication lag on idle 3- and 5-node clusters", "folder for propagation.json")
     prop.add_argument("--nodes", type=int, nargs="+", default=[3, 5], help="cluster sizes (3 5)")
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         results = crdt.run(elements=args.elements, quick=args.quick, out=args.out)
         print(crdt.render(results))
         return 0 if args.quick or all(results["met"].values()) else 1
+    if args.command == "memory":
+        found = memory.run(likes=args.likes, nodes=args.nodes, quick=args.quick, out=args.out)
+        print(memory.render(found))
+        return 0 if args.quick or found["met"] else 1
     if args.command == "propagation":
         measured = cluster.propagation(
             nodes=args.nodes,

@@ -15,7 +15,7 @@ import msgpack
 
 from crdt.errors import CodecError
 from crdt.gcounter import GCounter
-from crdt.orset import ORSet
+from crdt.orset import PACK_CHUNK, ORSet
 from crdt.pncounter import PNCounter
 
 VERSION = 1
@@ -44,7 +44,10 @@ def encode(value: CRDT) -> bytes:
     tag = _TAG_OF.get(type(value))
     if tag is None:
         raise TypeError(f"cannot encode {type(value).__name__}")
-    body: bytes = msgpack.packb(value.to_wire(), use_bin_type=True)
+    if type(value) is ORSet and len(value) > PACK_CHUNK:  # a big set: the same bytes, chunk by chunk
+        body = value.packed_wire()
+    else:
+        body = msgpack.packb(value.to_wire(), use_bin_type=True)
     return bytes((VERSION, tag)) + body
 
 

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any, Protocol
 
 import orjson
@@ -381,26 +382,22 @@ async def batch(request: web.Request) -> web.Response:
     """Many likes and unlikes: all validated first, then applied in order; one result per op."""
     ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
     level = request.app[DURABILITY].level(request.query.get("w"))
-    request.app[GUARD].limit_users(op.user for op in ops)  # all or none, before anything is applied
-    store = request.app[STORE]
-    results = []
-    changed = {"like": 0, "unlike": 0}
-    # The answer's token names the last ops' dots only (it holds MAX_TOKEN_DOTS at most, newest
-    # first), so the ops before them skip finding their dots.
-    tokenless = len(ops) - causal.MAX_TOKEN_DOTS
-    for i, op in enumerate(ops):
-        liking = op.op == "like"
-        if i < tokenless:
-            outcome = store.like(op.key, op.user) if liking else store.unlike(op.key, op.user)
-        else:
-            outcome = causal.set_like(request, store, op.key, op.user, liking=liking)
-        results.append({"liked": liking, "changed": outcome.changed, "count": outcome.count})
-        changed[op.op] += outcome.changed
-    causal.note(request)  # a batch's answer carries a token, even if no op of it produced dots
-    for kind, count in changed.items():
-        if count:
-            request.app[METRICS].count_writes(kind, count)
-    await request.app[DURABILITY].commit(level, [op.key for op in ops])  # one record, one fsync
+    request.app[GUARD].limit_users(ops.users)  # all or none, before anything is applied
+    liking = ops.liking
+    changed, counts, produced = causal.apply_batch(request.app[STORE], ops.keys, ops.users, liking)
+    causal.note(request, produced)  # a batch's answer carries a token, even if no op produced dots
+    changes = changed.count(True)
+    if changes:
+        likes = sum(compress(liking, changed))  # the changes that were likes
+        for kind, count in (("like", likes), ("unlike", changes - likes)):
+            if count:
+                request.app[METRICS].count_writes(kind, count)
+    touched = ops.item_keys() if level.peers else ()  # only a write level above 1 needs them
+    await request.app[DURABILITY].commit(level, touched)  # one record, one fsync
+    results = [
+        {"liked": like, "changed": change, "count": count}
+        for like, change, count in zip(liking, changed, counts, strict=True)
+    ]
     return reply({"results": results})
 
 

@@ -377,3 +377,20 @@ def apply_like(
         dots = tuple(TokenDot(writer, counter, True) for writer, counter in store.like_dots(key, user))
         result = store.unlike(key, user)
     return result, (TokenEntry(key.to_bytes(), user, dots),) if dots else ()
+
+
+def apply_batch(
+    store: LikeStore, keys: Sequence[bytes], users: Sequence[int], liking: Sequence[bool]
+) -> tuple[list[bool], list[int], list[TokenEntry]]:
+    """Many likes and unlikes through ``store``, in order (``LikeStore.apply_likes``): whether each
+    changed anything, the count after each, and what the answer's token names: the entries
+    ``apply_like`` makes, for the last ``MAX_TOKEN_DOTS`` ops only (a token holds no more dots, the
+    newest first), so the ops before them skip finding their dots."""
+    start = max(0, len(keys) - MAX_TOKEN_DOTS)
+    changed, counts, dots = store.apply_likes(keys, users, liking, dots_from=start)
+    produced = [
+        TokenEntry(raw, user, tuple(TokenDot(writer, counter, not like) for writer, counter in held))
+        for raw, user, like, held in zip(keys[start:], users[start:], liking[start:], dots, strict=True)
+        if held
+    ]
+    return changed, counts, produced

@@ -7,9 +7,11 @@ offending field. The API validates a whole request before it changes anything.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Literal
 
 from node.errors import InvalidValue, MalformedRequest
@@ -118,45 +120,82 @@ class BatchOp:
     user: int
 
 
-def batch_request(body: object, maximum: int) -> list[BatchOp]:
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A validated ``POST /v1/batch``, as columns: op ``i`` likes (``liking[i]``) or unlikes, for user
+    ``users[i]``, the item whose key bytes (``ItemKey.to_bytes``) are ``keys[i]``. Columns, not one
+    object per op: a batch of a thousand likes is applied in a few microseconds per op."""
+
+    liking: list[bool]
+    keys: list[bytes]
+    users: list[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def item_keys(self) -> list[ItemKey]:
+        """Every item the batch names, once, in the order first named."""
+        return [ItemKey.from_bytes(raw) for raw in dict.fromkeys(self.keys)]
+
+    def ops(self) -> list[BatchOp]:
+        """The ops one by one."""
+        return [
+            BatchOp("like" if liking else "unlike", ItemKey.from_bytes(raw), user)
+            for liking, raw, user in zip(self.liking, self.keys, self.users, strict=True)
+        ]
+
+
+def batch_request(body: object, maximum: int) -> Batch:
     """The body of ``POST /v1/batch``: every op is validated before any is applied."""
     fields = _object(body, "body")
     _only(fields, {"ops"}, "body")
     ops = _list(fields.get("ops"), "ops", maximum)
     parsed = _plain_batch(ops)
-    return parsed if parsed is not None else _checked_batch(ops)
+    return parsed if parsed is not None else _columns(_checked_batch(ops))
 
 
-_OP_FIELDS = frozenset({"op", "type", "id", "user"})
 _KINDS = frozenset({"like", "unlike"})
+_OP_FIELDS = operator.itemgetter("op", "type", "id", "user")
+_LIKE = "like"
 
 
-def _plain_batch(ops: list[Any]) -> list[BatchOp] | None:
-    """The ops of a batch whose every op is plainly valid (names and ids as JSON numbers), checked in
-    one tight pass; None at the first op that is not, for ``_checked_batch`` to name what is wrong."""
-    parsed: list[BatchOp] = []
-    keys: dict[tuple[str, int], ItemKey] = {}
-    fullmatch = NAME.fullmatch
-    for op in ops:
-        if type(op) is not dict or op.keys() != _OP_FIELDS:
+def _plain_batch(ops: list[Any]) -> Batch | None:
+    """The ops of a batch whose every op is plainly valid (names and ids as JSON numbers), checked a
+    column at a time at C speed (only each distinct name costs a Python step); None when any op is
+    not, for ``_checked_batch`` to name what is wrong."""
+    if not ops:
+        return Batch([], [], [])
+    try:
+        # Four fields, all of them present (an itemgetter raises KeyError otherwise): none other.
+        if set(map(type, ops)) != {dict} or set(map(len, ops)) != {4}:
             return None
-        kind, name, number, user = op["op"], op["type"], op["id"], op["user"]
-        if (
-            type(kind) is not str
-            or kind not in _KINDS
-            or type(number) is not int
-            or type(user) is not int
-            or not 0 <= number <= MAX_ID
-            or not 0 <= user <= MAX_ID
-        ):
+        kinds, names, ids, users = zip(*map(_OP_FIELDS, ops), strict=True)
+        if not _KINDS.issuperset(kinds):  # TypeError for an unhashable value: not plain either
             return None
-        key = keys.get((name, number)) if type(name) is str else None
-        if key is None:
-            if type(name) is not str or not fullmatch(name):
+        for numbers in (ids, users):
+            if set(map(type, numbers)) != {int} or min(numbers) < 0 or max(numbers) > MAX_ID:
                 return None
-            key = keys[name, number] = ItemKey(name, number)
-        parsed.append(BatchOp(kind, key, user))  # type: ignore[arg-type]  # kind is "like" or "unlike"
-    return parsed
+        prefixes: dict[str, bytes] = {}
+        for name in set(names):
+            if type(name) is not str or not NAME.fullmatch(name):
+                return None
+            prefixes[name] = bytes((len(name),)) + name.encode("ascii")
+    except (KeyError, TypeError):
+        return None
+    # ItemKey.to_bytes of every op: its type's prefix, then its id in 8 bytes big-endian.
+    big: repeat[Literal["big"]] = repeat("big")
+    ids_bytes = map(int.to_bytes, ids, repeat(8), big)
+    if len(prefixes) == 1:
+        (prefix,) = prefixes.values()
+        keys = list(map(prefix.__add__, ids_bytes))
+    else:
+        keys = list(map(bytes.__add__, map(prefixes.__getitem__, names), ids_bytes))
+    return Batch(list(map(_LIKE.__eq__, kinds)), keys, list(users))
+
+
+def _columns(ops: list[BatchOp]) -> Batch:
+    """``ops`` (checked one by one) as a ``Batch``."""
+    return Batch([op.op == "like" for op in ops], [op.key.to_bytes() for op in ops], [op.user for op in ops])
 
 
 def _checked_batch(ops: list[Any]) -> list[BatchOp]:

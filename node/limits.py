@@ -87,18 +87,21 @@ class RateLimiter:
     def take_all(self, costs: Counter[Hashable]) -> float:
         """Take from several buckets at once, all or none: 0.0 if done, else the longest wait."""
         now = self._now()
-        current, old, interval = self._current, self._old, self.interval
-        planned: list[tuple[Hashable, float]] = []
-        worst = 0.0
-        for key, cost in costs.items():
-            tat = current.get(key)
+        current, interval = self._current, self.interval
+        get, get_old = current.get, self._old.get
+        horizon = now + self.period  # how far a bucket's TAT may go
+        latest = horizon
+        planned: dict[Hashable, float] = {}
+        for key, cost in costs.items():  # a batch's thousand users: kept to a few operations each
+            tat = get(key)
             if tat is None:
-                tat = old.get(key, now)
-            later = max(tat, now) + cost * interval
-            worst = max(worst, later - now - self.period)
-            planned.append((key, later))
-        if worst > _SLACK:
-            return worst
+                tat = get_old(key, now)
+            later = (tat if tat > now else now) + cost * interval
+            if later > latest:
+                latest = later
+            planned[key] = later
+        if latest - horizon > _SLACK:
+            return latest - horizon
         current.update(planned)
         return 0.0
 
@@ -175,8 +178,9 @@ class ApiGuard:
         costs: Counter[Hashable] = Counter(users)
         if not costs:
             return
-        user, most = max(costs.items(), key=lambda entry: entry[1])
+        most = max(costs.values())
         if most > self.users.burst:
+            user = next(user for user, cost in costs.items() if cost == most)
             raise InvalidValue(
                 f"user {user}: {most} writes in one request exceed the per-user burst (api.user_burst) of "
                 f"{self.users.burst}"

@@ -5,11 +5,13 @@
 exact, so a user's list never disagrees with the items' liker sets.
 
 Finding what a merge changed without copying a big liker set: only elements of the payload's kernel
-can appear, and a payload whose causal context covers no more dots than its kernel holds removes
-nothing (the ORSet join only drops a dot the other side has seen but no longer holds). A delta that
-does remove names the users it unliked (``Item.unliked``); the count before and after the join proves
-the list complete. Only a full state that carries removals (anti-entropy) pays for comparing the set
-before and after.
+can appear, and the ORSet join reports the elements it took out (``ORSet.merge(other, removed)``), so
+neither a delta nor a full state (anti-entropy) is compared with the set before and after. A delta
+still names the users it unliked (``Item.unliked``) on the wire, for older readers.
+
+A hot item (``HOT_ITEM_LIKES`` likers) keeps its likers out of the reverse index: a million users'
+likes of one post cost the index about 42 bytes each, while asking the post's liker set is as quick
+and the hot items are few (at most ``likes / (HOT_ITEM_LIKES / 2)``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES = 16
 #: Default cap on a payload accepted from a peer (crdt's own cap on an encoded value).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: An item with this many likers is "hot": its likers leave the per-user reverse index (they cost it
+#: about 42 bytes each), and a user's list asks each hot item's liker set instead. It returns to the
+#: index below half of this, so an item near the line does not move in and out on every like.
+HOT_ITEM_LIKES = 4096
 
 _Ordered = TypeVar("_Ordered", int, ItemKey)
 
@@ -63,7 +69,10 @@ class LikeStore:
         *,
         max_counters_per_item: int = 32,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        hot_item_likes: int = HOT_ITEM_LIKES,
     ) -> None:
+        if hot_item_likes < 2:
+            raise ValueError("hot_item_likes must be at least 2")
         self._writer = writer
         self._max_counters = max_counters_per_item
         self._max_payload = max_payload_bytes
@@ -83,12 +92,18 @@ class LikeStore:
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
         self._drained_once = False
-        #: user -> the key of the one item the user likes here, or a set of keys when several. Most
-        #: users like one item of a node's share (a hot post: a million of them), and a set costs
-        #: 216 bytes where a key shared with ``_keys`` costs a pointer.
+        #: user -> the key of the one item the user likes here, or a set of keys when several, over
+        #: the items that are not hot (``_hot``). Most users like one item of a node's share, and a
+        #: set costs 216 bytes where a key shared with ``_keys`` costs a pointer.
         self._liked_by: dict[int, bytes | set[bytes]] = {}
-        #: How many (user, item) likes ``_liked_by`` holds: the sum of every item's count.
+        #: How many (user, item) likes ``_liked_by`` holds.
         self._likes = 0
+        #: The items with at least ``_hot_likes`` likers when they last crossed that line (and not yet
+        #: back under ``_cold_likes``): their likers are not in ``_liked_by``, since asking the liker
+        #: set itself is as quick, and there are at most ``likes / _cold_likes`` of them to ask.
+        self._hot: set[bytes] = set()
+        self._hot_likes = hot_item_likes
+        self._cold_likes = hot_item_likes // 2
         #: raw key -> itself: every index entry of an item shares this one bytes object.
         self._keys: dict[bytes, bytes] = {}
         #: Digests computed since the item last changed; every other item is in ``_unfolded``.
@@ -108,8 +123,8 @@ class LikeStore:
     @property
     def likes(self) -> int:
         """Likes held, over every item (the sum of their counts): kept with the reverse index, so
-        ``likes status`` can compare nodes by it without a scan."""
-        return self._likes
+        ``likes status`` can compare nodes by it without a scan (the hot items are few)."""
+        return self._likes + sum(len(self._items[raw].likers) for raw in self._hot)
 
     def item(self, raw: bytes) -> Item:
         """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
@@ -150,6 +165,98 @@ class LikeStore:
         self._unindex(user, raw)
         self._record(raw, Item(likers=delta, unliked={user}))
         return LikeResult(True, len(item.likers))
+
+    def apply_likes(
+        self,
+        keys: Sequence[bytes],
+        users: Sequence[int],
+        liking: Sequence[bool],
+        *,
+        dots_from: int | None = None,
+    ) -> tuple[list[bool], list[int], list[tuple[tuple[str, int], ...]]]:
+        """Op ``i`` likes (``liking[i]``) or unlikes, for ``users[i]``, the item under ``keys[i]``
+        (``ItemKey.to_bytes``), in order: the same state, deltas and journal as ``like`` and ``unlike``
+        called one at a time, and the same answers: whether each op changed anything, and the count
+        after it. The bookkeeping of likes (reverse index, pending deltas, dirty set, digest) is done
+        once per item, after the last op, or before an unlike of that item needs it.
+
+        With ``dots_from``, each op from that index on also reports ``like_dots`` (after a like,
+        before an unlike): what a causal token names (``node.causal.apply_batch``).
+        """
+        start = len(keys) if dots_from is None else max(0, min(dots_from, len(keys)))
+        changed: list[bool] = []
+        counts: list[int] = []
+        dots: list[tuple[tuple[str, int], ...]] = []
+        #: Per item, the (user, dot) of the likes applied to its liker set and not yet settled.
+        added: dict[bytes, list[tuple[int, int]]] = {}
+        try:
+            self._apply_run(keys[:start], users[:start], liking[:start], added, changed, counts, None)
+            self._apply_run(keys[start:], users[start:], liking[start:], added, changed, counts, dots)
+        finally:  # even after an unexpected error: the index must agree with what was applied
+            for raw, likes in added.items():
+                self._settle_likes(raw, likes)
+        return changed, counts, dots
+
+    def _apply_run(
+        self,
+        keys: Sequence[bytes],
+        users: Sequence[int],
+        liking: Sequence[bool],
+        added: dict[bytes, list[tuple[int, int]]],
+        changed: list[bool],
+        counts: list[int],
+        dots: list[tuple[tuple[str, int], ...]] | None,
+    ) -> None:
+        """``apply_likes`` of some consecutive ops; their dots into ``dots`` unless it is None."""
+        items, writer, log = self._items, self._writer, self._journal.append
+        change, count = changed.append, counts.append  # bound once: a few calls per op add up
+        for raw, user, like in zip(keys, users, liking, strict=True):
+            item = items.get(raw)
+            if like:
+                if item is None:
+                    item = self._new_item(raw)
+                likers = item.likers
+                if user in likers:
+                    change(False)
+                else:
+                    dot = likers.add_dot(writer, user)
+                    log((raw, encode_like(writer, dot >> ACTOR_BITS, user)))
+                    mine = added.get(raw)
+                    if mine is None:
+                        added[raw] = [(user, dot)]
+                    else:
+                        mine.append((user, dot))
+                    change(True)
+                count(len(likers))
+                if dots is not None:
+                    dots.append(likers.dots_of(user))
+            elif item is None or user not in item.likers:
+                change(False)
+                count(0 if item is None else len(item.likers))
+                if dots is not None:
+                    dots.append(())
+            else:
+                likers = item.likers
+                if dots is not None:
+                    dots.append(likers.dots_of(user))
+                mine = added.pop(raw, None)
+                if mine is not None:  # this batch liked the item: index those likes before any unlike
+                    self._settle_likes(raw, mine)
+                delta = likers.remove(user)
+                self._unindex(user, raw)
+                self._record(raw, Item(likers=delta, unliked={user}))
+                change(True)
+                count(len(likers))
+
+    def _settle_likes(self, raw: bytes, added: list[tuple[int, int]]) -> None:
+        """The bookkeeping ``like`` does per like, for all of ``added`` (user, dot) at once."""
+        raw = self._index(raw, [user for user, _ in added])
+        pending = self._pending_likes.get(raw)
+        if pending is None:
+            self._pending_likes[raw] = added
+        else:
+            pending.extend(added)
+        self._touch(raw)
 
     def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
         """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
@@ -213,7 +320,9 @@ class LikeStore:
 
     def liked_items(self, user: int, *, after: ItemKey | None, limit: int) -> tuple[list[ItemKey], bool]:
         """Up to ``limit`` items ``user`` likes above ``after``, in (type, id) order; and if more follow."""
-        keys = (ItemKey.from_bytes(raw) for raw in _keys_of(self._liked_by.get(user)))
+        raws = list(_keys_of(self._liked_by.get(user)))
+        raws.extend(raw for raw in self._hot if user in self._items[raw].likers)
+        keys = (ItemKey.from_bytes(raw) for raw in raws)
         return _page(keys if after is None else (k for k in keys if k > after), limit)
 
     def fingerprint(self) -> str:
@@ -372,38 +481,42 @@ class LikeStore:
             self._unfolded.add(raw)
 
     def _merge_likers(self, raw: bytes, likers: ORSet, incoming: Item) -> None:
-        """Join ``incoming``'s likers into ``likers`` and bring the reverse index along."""
+        """Join ``incoming``'s likers into ``likers`` and bring the reverse index along: the join
+        reports the users it took out, and only users ``incoming`` holds can come in."""
         joined = incoming.likers
-        if not likers or not _may_remove(joined):
-            fresh = [user for user in joined if user not in likers]
-            likers.merge(joined)
-            self._index(raw, (user for user in fresh if user in likers))
-        elif incoming.unliked:
-            size = len(likers)
-            fresh = [user for user in joined if user not in likers]
-            named = [user for user in incoming.unliked if user in likers]
-            likers.merge(joined)
-            gained = [user for user in fresh if user in likers]
-            lost = [user for user in named if user not in likers]
-            self._index(raw, gained)
-            for user in lost:
-                self._unindex(user, raw)
-            if size + len(gained) - len(lost) != len(likers):
-                log.warning("a delta for %s removed users it did not name; re-indexing", raw.hex())
-                self._reindex(raw, likers)
-        else:
-            before = likers.value()
-            likers.merge(joined)
-            after = likers.value()
-            self._index(raw, after - before)
-            for user in before - after:
-                self._unindex(user, raw)
+        fresh = [user for user in joined if user not in likers]
+        removed: list[int] = []
+        likers.merge(joined, removed)
+        for user in removed:  # losses first: ``_index`` may find the item hot and take it out whole
+            self._unindex(user, raw)
+        self._index(raw, (user for user in fresh if user in likers))
 
     def _index(self, raw: bytes, users: Iterable[int]) -> bytes:
-        """``users`` now like the item (every change of a like goes through here or ``_unindex``).
-        Returns the item's one shared key object."""
+        """``users`` now like the item (every change of a like goes through here or ``_unindex``,
+        after the liker set changed). Returns the item's one shared key object."""
         raw = self._keys.setdefault(raw, raw)
         dirty = self._dirty.setdefault(raw, set())
+        if raw in self._hot:
+            dirty.update(users)
+            return raw
+        self._add_to_index(raw, users, dirty)
+        if len(self._items[raw].likers) >= self._hot_likes:
+            self._heat(raw)
+        return raw
+
+    def _heat(self, raw: bytes) -> None:
+        """The item became hot: take its likers out of the reverse index."""
+        self._hot.add(raw)
+        for user in self._items[raw].likers:
+            self._drop_entry(user, raw)
+
+    def _cool(self, raw: bytes) -> None:
+        """The hot item fell under ``_cold_likes``: put its likers back into the reverse index."""
+        self._hot.discard(raw)
+        self._add_to_index(raw, self._items[raw].likers, None)
+
+    def _add_to_index(self, raw: bytes, users: Iterable[int], dirty: set[int] | None) -> None:
+        """Index ``users`` as liking ``raw`` (a shared key); note them in ``dirty`` unless None."""
         liked_by = self._liked_by
         users_before = len(liked_by)
         for user in users:
@@ -416,19 +529,21 @@ class LikeStore:
                 elif keys != raw:
                     liked_by[user] = {keys, raw}
                     self._likes += 1
-            dirty.add(user)
+            if dirty is not None:
+                dirty.add(user)
         self._likes += len(liked_by) - users_before  # users who liked nothing here before
-        return raw
-
-    def _reindex(self, raw: bytes, likers: ORSet) -> None:
-        """Rebuild the reverse index of one item from its liker set (a full scan; never expected)."""
-        for user, keys in list(self._liked_by.items()):
-            if raw in _keys_of(keys) and user not in likers:
-                self._unindex(user, raw)
-        self._index(raw, likers)
 
     def _unindex(self, user: int, raw: bytes) -> None:
+        """``user`` no longer likes the item (called after the liker set changed)."""
         self._dirty.setdefault(raw, set()).add(user)
+        if raw in self._hot:
+            if len(self._items[raw].likers) < self._cold_likes:
+                self._cool(self._keys[raw])
+        else:
+            self._drop_entry(user, raw)
+
+    def _drop_entry(self, user: int, raw: bytes) -> None:
+        """Take ``raw`` out of ``user``'s reverse-index entry, if there."""
         keys = self._liked_by.get(user)
         if isinstance(keys, set):
             if raw in keys:
@@ -446,18 +561,6 @@ def _keys_of(entry: bytes | set[bytes] | None) -> Iterable[bytes]:
     if entry is None:
         return ()
     return entry if isinstance(entry, set) else (entry,)
-
-
-def _may_remove(incoming: ORSet) -> bool:
-    """Whether joining ``incoming`` can drop elements: its context covers dots its kernel lacks."""
-    _names, vv, cloud, singles, multiples = incoming.to_wire()
-    seen: int = sum(vv[1::2]) + len(cloud) // 2
-    held: int = len(singles) // 3
-    i = 0
-    while i < len(multiples):
-        held += multiples[i + 1]
-        i += 2 + 2 * multiples[i + 1]
-    return seen > held
 
 
 def _fold(key: bytes, digest: bytes) -> int:

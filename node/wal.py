@@ -66,7 +66,8 @@ FsyncPolicy = Literal["always", "never"]
 def encode_record(pairs: Iterable[Pair], packer: msgpack.Packer | None = None) -> bytes:
     """One framed record holding ``pairs`` (packed by ``packer``, a thread's own, if given)."""
     packer = packer or msgpack.Packer(use_bin_type=True)
-    payload: bytes = packer.pack([[key, value] for key, value in pairs])
+    # A (key, value) tuple packs as the same two-element array a list does: no list per pair.
+    payload: bytes = packer.pack(pairs if type(pairs) is list else list(pairs))
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 

@@ -32,11 +32,13 @@ only spare a restore from the log; encoding them at every write cost a tenth of 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node.checkpoint.sink import CheckpointSink, ItemCheckpoint
@@ -241,8 +243,9 @@ def _checkpoint(
 ) -> ItemCheckpoint:
     """The item as it is now, for the users pending (or all of them when ``full``)."""
     likers = item.likers
+    liked: Mapping[int, int]
     if pending.full:
-        liked = dict.fromkeys(likers, now_ms)
+        liked = LikedAt(likers, now_ms)
         unliked: list[int] = [user for user in pending.users if user not in likers]
     else:
         liked = {user: now_ms for user in pending.users if user in likers}
@@ -256,6 +259,53 @@ def _checkpoint(
         state=state,
         full=pending.full,
     )
+
+
+class LikedAt(Mapping[int, int]):
+    """Every liker of an item, each liked at ``at``: a full checkpoint's ``liked`` without a dict.
+
+    A full rewrite of a hot post used to build ``dict.fromkeys(likers)``: about 42 bytes a liker
+    (a million-liker post: 42 MB at once, for every sink). This keeps a snapshot of the likers as a
+    sorted ``array('Q')``, 8 bytes a liker and no object per liker; lookups bisect it. A snapshot,
+    not a view of the live set: a sink writes it over awaits (or in its own thread) while likes go on.
+    """
+
+    __slots__ = ("_at", "_users")
+
+    def __init__(self, users: Iterable[int], at: int) -> None:
+        self._users = array("Q", sorted(users))
+        self._at = at
+
+    def __getitem__(self, user: int) -> int:
+        if user in self:
+            return self._at
+        raise KeyError(user)
+
+    def __contains__(self, user: object) -> bool:
+        if type(user) is not int or not 0 <= user < 1 << 64:
+            return False
+        users = self._users
+        i = bisect.bisect_left(users, user)
+        return i < len(users) and users[i] == user
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._users)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def items(self) -> ItemsView[int, int]:
+        return _LikedAtItems(self)
+
+
+class _LikedAtItems(ItemsView[int, int]):
+    """``LikedAt.items()``: ascending (user, at) pairs, without a lookup per user."""
+
+    _mapping: LikedAt
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        at = self._mapping._at
+        return ((user, at) for user in self._mapping._users)
 
 
 class Checkpointer:

@@ -128,7 +128,6 @@ class RedisSink:
 
         for checkpoint in batch:
             count_key, status_key, counters_key = self._keys(checkpoint.key)
-            news = sorted(checkpoint.liked.items())
             if checkpoint.full:
                 await self._send(pipe)  # the scan must see what this batch already wrote
                 queued = 0
@@ -140,10 +139,14 @@ class RedisSink:
                         held.add(user)
                     else:
                         stale.append(field)
-                news = [(user, at) for user, at in news if user not in held]  # HSETNX would keep them anyway
+                # Only the users missing (HSETNX would keep the others anyway): a full checkpoint of a hot
+                # post lists a million, and the hash already holds nearly all of them.
+                news = sorted((user, at) for user, at in checkpoint.liked.items() if user not in held)
                 for fields in chunks(stale, FIELDS_PER_COMMAND):
                     pipe.hdel(status_key, *fields)
                     await queue(len(fields))
+            else:
+                news = sorted(checkpoint.liked.items())
             unliked = sorted(set(checkpoint.unliked).difference(checkpoint.liked))
             for users in chunks(unliked, FIELDS_PER_COMMAND):
                 pipe.hdel(status_key, *map(str, users))

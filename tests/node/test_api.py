@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from node.api import METRICS, STORE
+from node.api import DURABILITY, METRICS, STORE
+from node.item import ItemKey
 from node.store import LikeStore
 from tests.node.conftest import Client, ClientFactory, make_app
 
@@ -131,6 +133,34 @@ async def test_a_batch_with_one_bad_op_applies_nothing(client: Client) -> None:
     ]
     await expect_error(client, "POST", "/v1/batch", 422, "invalid", json={"ops": ops})
     assert (await call(client, "GET", ITEM))["count"] == 0
+
+
+async def test_a_batch_at_a_write_level_ships_its_deltas_and_the_states_of_unchanged_items(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path)
+    durability = app[DURABILITY]
+    shipped: list[list[tuple[bytes, bytes]]] = []
+
+    async def replicate(items: Sequence[tuple[bytes, bytes]], copies: int, timeout: float) -> int:
+        shipped.append(list(items))
+        return copies
+
+    durability._replicate, durability._cluster_size = replicate, 3
+    client = await aiohttp_client(app)
+    await call(client, "PUT", "/v1/items/photo/1/likes/2")
+    ops = [
+        {"op": "like", "type": "post", "id": 42, "user": 1},
+        {"op": "like", "type": "post", "id": 42, "user": 1},
+        {"op": "like", "type": "photo", "id": 1, "user": 2},  # already liked: its state goes instead
+        {"op": "unlike", "type": "photo", "id": 9, "user": 2},  # never heard of: nothing to ship
+    ]
+    body = await call(client, "POST", "/v1/batch?w=majority", json={"ops": ops})
+    assert [r["changed"] for r in body["results"]] == [True, False, False, False]
+    [items] = shipped
+    post, photo = ItemKey("post", 42).to_bytes(), ItemKey("photo", 1).to_bytes()
+    assert [key for key, _ in items] == [post, photo]
+    assert items[1][1] == app[STORE].state(photo)
 
 
 async def test_cluster_health_and_metrics(client: Client) -> None:

@@ -179,6 +179,27 @@ def test_the_store_observes_likes_and_unlikes_as_their_deltas_arrive() -> None:
     assert b.observed(KEY, 7, *liked, removed=True) and b.liked(key, 7)
 
 
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 3)), max_size=3 * MAX_TOKEN_DOTS))
+def test_a_batch_names_what_its_last_ops_one_at_a_time_would(ops: list[tuple[bool, int, int]]) -> None:
+    """``apply_batch`` answers, and produces the token entries, of ``apply_like`` op by op, for the
+    last ``MAX_TOKEN_DOTS`` ops (the token holds no more)."""
+    bulk, single = LikeStore("writer-a.1"), LikeStore("writer-a.1")
+    keys = [ItemKey("post", item) for item in range(3)]
+    expected: list[TokenEntry] = []
+    outcomes = []
+    for i, (liking, item, user) in enumerate(ops):
+        result, produced = causal.apply_like(single, keys[item], user, liking=liking)
+        outcomes.append((result.changed, result.count))
+        if i >= len(ops) - MAX_TOKEN_DOTS:
+            expected.extend(produced)
+    changed, counts, named = causal.apply_batch(
+        bulk, [keys[item].to_bytes() for _, item, _ in ops], [u for *_, u in ops], [x for x, *_ in ops]
+    )
+    assert list(zip(changed, counts, strict=True)) == outcomes
+    assert named == expected
+    assert causal.answer_token(None, None, named) == causal.answer_token(None, None, expected)
+
+
 async def test_the_waiter_pulls_after_a_grace_and_once_per_interval() -> None:
     source, target = LikeStore("source.1"), LikeStore("target.1")
     key = ItemKey("post", 42)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from node import inputs
 from node.errors import RequestError
+from node.item import ItemKey
 
 VALUES = st.one_of(
     st.sampled_from(["like", "unlike", "love", "post", "Post", "a" * 21, "", "+1", "7"]),
@@ -40,6 +41,24 @@ def test_the_fast_path_agrees_with_the_checked_one(ops: list[Any]) -> None:
         checked: list[inputs.BatchOp] | None = inputs._checked_batch(ops)
     except RequestError:
         checked = None
-    assert fast is None or fast == checked
+    assert fast is None or (checked is not None and fast == inputs._columns(checked))
     if checked is not None and all(type(op["id"]) is int and type(op["user"]) is int for op in ops):
-        assert fast == checked  # plain ops never take the slow path
+        assert fast is not None and fast.ops() == checked  # plain ops never take the slow path
+    if checked is not None:
+        batch = inputs._columns(checked)
+        assert batch.keys == [op.key.to_bytes() for op in checked]
+        assert batch.item_keys() == list(dict.fromkeys(op.key for op in checked))
+
+
+def test_a_batch_of_several_types_keys_every_op() -> None:
+    ops = [
+        {"op": "like", "type": "post", "id": 1, "user": 5},
+        {"op": "unlike", "type": "video_2", "id": 2**64 - 1, "user": 0},
+        {"op": "like", "type": "post", "id": 1, "user": 6},
+    ]
+    batch = inputs.batch_request({"ops": ops}, 3)
+    assert batch.liking == [True, False, True] and batch.users == [5, 0, 6]
+    post, video = ItemKey("post", 1).to_bytes(), ItemKey("video_2", 2**64 - 1).to_bytes()
+    assert batch.keys == [post, video, post]
+    assert batch.item_keys() == [ItemKey("post", 1), ItemKey("video_2", 2**64 - 1)]
+    assert len(batch) == 3 and len(inputs.batch_request({"ops": []}, 3)) == 0

@@ -328,3 +328,107 @@ def test_the_reverse_index_always_agrees_with_the_liker_sets(
     assert len(prints) == 1
     for checked in stores.values():
         assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
+
+
+# -- many likes and unlikes at once ------------------------------------------------------------------
+
+
+def apply_one_by_one(
+    store: LikeStore, ops: list[tuple[bool, ItemKey, int]], dots_from: int
+) -> tuple[list[bool], list[int], list[tuple[tuple[str, int], ...]]]:
+    """What ``apply_likes`` must answer, found with ``like`` and ``unlike`` (and ``like_dots`` after a
+    like, before an unlike, from op ``dots_from`` on)."""
+    changed, counts, dots = [], [], []
+    for i, (liking, key, user) in enumerate(ops):
+        if i >= dots_from and not liking:
+            dots.append(store.like_dots(key, user))
+        result = store.like(key, user) if liking else store.unlike(key, user)
+        if i >= dots_from and liking:
+            dots.append(store.like_dots(key, user))
+        changed.append(result.changed)
+        counts.append(result.count)
+    return changed, counts, dots
+
+
+def assert_same_store(
+    bulk: LikeStore, single: LikeStore, keys: list[ItemKey], users: range
+) -> list[tuple[bytes, bytes]]:
+    """Everything a store shows others (states, deltas, log, dirty items, index, digests) is the same;
+    returns the deltas drained."""
+    assert bulk.drain_journal() == single.drain_journal()
+    deltas = sorted(bulk.drain_deltas())
+    assert deltas == sorted(single.drain_deltas())
+    assert bulk.drain_dirty() == single.drain_dirty()
+    assert set(bulk.drain_changed()) == set(single.drain_changed())
+    for key in keys:
+        assert bulk.state(key.to_bytes()) == single.state(key.to_bytes())
+    assert index_of(bulk, users) == index_of(single, users) == truth_of(bulk, keys, users)
+    assert bulk.likes == single.likes and len(bulk) == len(single)
+    assert bulk.fingerprint() == single.fingerprint()
+    return deltas
+
+
+def test_apply_likes_answers_each_op_as_if_applied_alone() -> None:
+    store = LikeStore("n1-a.1")
+    ops = [(True, POST, 1), (True, POST, 1), (True, PHOTO, 2), (False, POST, 1), (True, POST, 1)]
+    ops.append((False, PHOTO, 3))
+    keys, users, liking = [k.to_bytes() for _, k, _ in ops], [u for *_, u in ops], [x for x, *_ in ops]
+    changed, counts, dots = store.apply_likes(keys, users, liking, dots_from=3)
+    assert changed == [True, False, True, True, True, False]
+    assert counts == [1, 1, 1, 0, 1, 1]
+    assert dots == [(("n1-a.1", 1),), (("n1-a.1", 2),), ()]  # the unliked dot, the new like's, nothing
+    assert store.liked(POST, 1) and store.liked_items(1, after=None, limit=5)[0] == [POST]
+    assert len(store.drain_journal()) == 4  # one record per change, as one at a time
+    assert store.apply_likes([], [], []) == ([], [], [])
+
+
+batches = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("batch"),
+            st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 4)), max_size=12),
+            st.integers(0, 12),
+        ),
+        st.tuples(st.sampled_from(["drain", "peer"]), st.just([]), st.just(0)),
+        st.tuples(
+            st.just("peer_op"),
+            st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 4)), max_size=3),
+            st.just(0),
+        ),
+    ),
+    max_size=12,
+)
+
+
+@given(batches, st.sampled_from([2, 3, 4096]))
+def test_apply_likes_equals_like_and_unlike_one_at_a_time(
+    steps: list[tuple[str, list[tuple[bool, int, int]], int]], hot: int
+) -> None:
+    """Batches with repeats, unlikes, likes again, of items and users also liked on a peer whose
+    deltas both stores merge, items turning hot and cold again: the bulk path leaves what one op at a
+    time leaves, answering the same."""
+    bulk, single = LikeStore("n1-a.1", hot_item_likes=hot), LikeStore("n1-a.1", hot_item_likes=hot)
+    peer = LikeStore("n2-b.1")
+    keys = [ItemKey("post", i) for i in range(3)] + [ItemKey("photo", 9)]
+    for step, raw_ops, dots_from in steps:
+        ops = [(liking, keys[item], user) for liking, item, user in raw_ops]
+        if step == "batch":
+            expected = apply_one_by_one(single, ops, dots_from)
+            got = bulk.apply_likes(
+                [key.to_bytes() for _, key, _ in ops],
+                [user for *_, user in ops],
+                [liking for liking, *_ in ops],
+                dots_from=dots_from,
+            )
+            assert got == expected
+        elif step == "peer_op":
+            for liking, key, user in ops:
+                _ = peer.like(key, user) if liking else peer.unlike(key, user)
+        elif step == "peer":  # the peer's deltas, and once in a while the stores' own, go round
+            for raw, payload in peer.drain_deltas():
+                bulk.merge(raw, payload)
+                single.merge(raw, payload)
+        deltas = assert_same_store(bulk, single, keys, range(5))
+        if step == "drain":  # the peer hears of the stores' likes, so its unlikes can remove them
+            for raw, payload in deltas:
+                peer.merge(raw, payload)
