@@ -298,13 +298,23 @@ async def _set_like(request: web.Request, *, liking: bool) -> web.Response:
     """Validate everything, apply, then answer once the write level is met."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
     level = request.app[DURABILITY].level(request.query.get("w"))
-    request.app[GUARD].limit_user(user)
-    store = request.app[STORE]
-    result = causal.set_like(request, store, key, user, liking=liking)
-    if result.changed:
-        request.app[METRICS].count_writes("like" if liking else "unlike")
+    app = request.app
+    result, produced = write_like(app[GUARD], app[STORE], app[METRICS], key, user, liking=liking)
+    causal.note(request, produced)
     await request.app[DURABILITY].commit(level, (key,))
     return reply(_like_reply(liking, result))
+
+
+def write_like(
+    guard: ApiGuard, store: LikeStore, metrics: NodeMetrics, key: ItemKey, user: int, *, liking: bool
+) -> tuple[LikeResult, tuple[causal.TokenEntry, ...]]:
+    """A like's write, for this route and the like lane (``node.lane``) alike: the user's rate, the
+    like or unlike, the write metric; also what the answer's token names."""
+    guard.limit_user(user)
+    result, produced = causal.apply_like(store, key, user, liking=liking)
+    if result.changed:
+        metrics.count_writes("like" if liking else "unlike")
+    return result, produced
 
 
 @routes.get("/v1/items/{type}/{id}/likes/{user}")

@@ -358,13 +358,6 @@ def note(request: web.Request, entries: Iterable[TokenEntry] = ()) -> None:
         produced.extend(entries)
 
 
-def set_like(request: web.Request, store: LikeStore, key: ItemKey, user: int, *, liking: bool) -> LikeResult:
-    """Like or unlike through ``store`` and note the dots a later request must wait for."""
-    result, produced = apply_like(store, key, user, liking=liking)
-    note(request, produced)
-    return result
-
-
 def apply_like(
     store: LikeStore, key: ItemKey, user: int, *, liking: bool
 ) -> tuple[LikeResult, tuple[TokenEntry, ...]]:

@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web
 
 from node import causal
-from node.api import DURABILITY, GUARD, METRICS
+from node.api import DURABILITY, GUARD, METRICS, write_like
 from node.durability import Durability, not_durable
 from node.errors import DataDirError, RequestError
 from node.item import MAX_ID, ItemKey
@@ -264,13 +264,8 @@ class LikeLane(asyncio.Protocol):
     def _apply(self, request: LikeRequest) -> tuple[LikeResult, tuple[causal.TokenEntry, ...]]:
         """The route's write: the user's rate, then the like or unlike."""
         lane = self._lane
-        lane.guard.limit_user(request.user)
-        result, produced = causal.apply_like(
-            lane.durability.store, request.key, request.user, liking=request.liking
-        )
-        if result.changed:
-            lane.metrics.count_writes("like" if request.liking else "unlike")
-        return result, produced
+        store = lane.durability.store
+        return write_like(lane.guard, store, lane.metrics, request.key, request.user, liking=request.liking)
 
     def _reply_failure(self, request: LikeRequest, started: float, exc: BaseException) -> None:
         """The JSON error of a rejected or failed like (a 500, logged and counted, if unexpected)."""

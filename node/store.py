@@ -145,14 +145,8 @@ class LikeStore:
         if item is None:
             item = self._new_item(raw)
         dot = item.likers.add_dot(self._writer, user)
-        raw = self._index(raw, (user,))
         self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
-        added = self._pending_likes.get(raw)
-        if added is None:
-            self._pending_likes[raw] = [(user, dot)]
-        else:
-            added.append((user, dot))
-        self._touch(raw)
+        self._settle_likes(raw, [(user, dot)])
         return LikeResult(True, len(item.likers))
 
     def unlike(self, key: ItemKey, user: int) -> LikeResult:
@@ -161,9 +155,7 @@ class LikeStore:
         item = self._items.get(raw)
         if item is None or user not in item.likers:
             return LikeResult(False, 0 if item is None else len(item.likers))
-        delta = item.likers.remove(user)
-        self._unindex(user, raw)
-        self._record(raw, Item(likers=delta, unliked={user}))
+        self._remove_like(raw, item.likers, user)
         return LikeResult(True, len(item.likers))
 
     def apply_likes(
@@ -242,11 +234,15 @@ class LikeStore:
                 mine = added.pop(raw, None)
                 if mine is not None:  # this batch liked the item: index those likes before any unlike
                     self._settle_likes(raw, mine)
-                delta = likers.remove(user)
-                self._unindex(user, raw)
-                self._record(raw, Item(likers=delta, unliked={user}))
+                self._remove_like(raw, likers, user)
                 change(True)
                 count(len(likers))
+
+    def _remove_like(self, raw: bytes, likers: ORSet, user: int) -> None:
+        """Unlike ``user`` (who likes the item): the liker set, the reverse index, the delta."""
+        delta = likers.remove(user)
+        self._unindex(user, raw)
+        self._record(raw, Item(likers=delta, unliked={user}))
 
     def _settle_likes(self, raw: bytes, added: list[tuple[int, int]]) -> None:
         """The bookkeeping ``like`` does per like, for all of ``added`` (user, dot) at once."""
