@@ -40,14 +40,17 @@ do the work it was asked to.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
 import queue
 import random
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
@@ -179,6 +182,8 @@ class _Tally:
     """What one worker saw inside the measured window (warm-up excluded) and in all."""
 
     histogram: HdrHistogram = dataclasses.field(default_factory=new_histogram)
+    #: Latencies (microseconds) not yet in ``histogram``.
+    latencies: array[int] = dataclasses.field(default_factory=lambda: array("q"))
     sent: int = 0
     measured: int = 0
     ok: int = 0
@@ -195,6 +200,13 @@ class _Tally:
     sent_not: int = 0
     #: Per item id, write operations whose request failed: each may or may not have been applied.
     uncertain: Counter[int] = dataclasses.field(default_factory=Counter)
+
+    def recorded(self) -> HdrHistogram:
+        """The histogram, with every latency collected so far in it."""
+        for value in self.latencies:
+            self.histogram.record_value(value)
+        self.latencies = array("q")
+        return self.histogram
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -244,9 +256,14 @@ class _RawChannel(asyncio.Protocol):
         self.empty = self.head + b"Content-Length: 0\r\n\r\n"
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        #: Hears how the request in flight ended: ``(status, body)`` or the exception that ended it.
+        self.answer: Callable[[Outcome], None] | None = None
         self.sent_at = 0.0
         self.timeout = 10.0
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -254,11 +271,11 @@ class _RawChannel(asyncio.Protocol):
         async with asyncio.timeout(self.timeout):
             await loop.create_connection(lambda: self, self.host, self.port)
 
-    async def send(self, method: bytes, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.transport is None or self.transport.is_closing():
-            await self.open()
+    def submit(self, method: bytes, path: str, body: bytes, answer: Callable[[Outcome], None]) -> None:
+        """Write a request on the open connection; ``answer`` hears how it ended (from a callback:
+        no task or future per request, which is most of what an open-loop client spends)."""
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.answer = answer
         self.sent_at = time.monotonic()
         start = method + b" " + path.encode()
         if body:
@@ -266,14 +283,33 @@ class _RawChannel(asyncio.Protocol):
             self.transport.write(start + self.head + length + body)
         else:
             self.transport.write(start + self.empty)
-        return await self.waiter
+
+    async def send(self, method: bytes, path: str, body: bytes) -> tuple[int, bytes]:
+        if not self.usable:
+            await self.open()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def answer(outcome: Outcome) -> None:
+            if not future.done():  # not cancelled meanwhile
+                future.set_result(outcome)
+
+        self.submit(method, path, body, answer)
+        outcome = await future
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _finish(self, outcome: Outcome) -> None:
+        answer, self.answer = self.answer, None
+        if answer is not None:
+            answer(outcome)
 
     def expire(self, now: float, timeout: float) -> None:
         """Fail a request outstanding for longer than ``timeout`` and drop its connection."""
-        if self.waiter is not None and not self.waiter.done() and now - self.sent_at > timeout:
-            self.waiter.set_exception(TimeoutError(f"no answer within {timeout} s"))
+        if self.answer is not None and now - self.sent_at > timeout:
             if self.transport is not None:
                 self.transport.abort()
+            self._finish(TimeoutError(f"no answer within {timeout} s"))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -286,13 +322,11 @@ class _RawChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionResetError("the server closed the connection"))
+        self._finish(ConnectionResetError("the server closed the connection"))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        waiter = self.waiter
-        if waiter is None or waiter.done():
+        if self.answer is None:
             return
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -300,9 +334,9 @@ class _RawChannel(asyncio.Protocol):
         head = bytes(self.buffer[:end]).lower()
         at = head.find(b"\r\ncontent-length:")
         if at < 0:
-            waiter.set_exception(ValueError("a response without Content-Length"))
             if self.transport is not None:
                 self.transport.abort()
+            self._finish(ValueError("a response without Content-Length"))
             return
         stop = head.find(b"\r\n", at + 2)
         total = end + 4 + int(head[at + 17 : stop if stop >= 0 else len(head)])
@@ -310,7 +344,11 @@ class _RawChannel(asyncio.Protocol):
             return
         status, body = int(self.buffer[9:12]), bytes(self.buffer[end + 4 : total])
         del self.buffer[:total]
-        waiter.set_result((status, body))
+        self._finish((status, body))
+
+
+#: How a raw request ended: ``(status, body)``, or the exception that ended it.
+Outcome = tuple[int, bytes] | BaseException
 
 
 Channel = _AiohttpChannel | _RawChannel
@@ -400,6 +438,8 @@ class _Worker:
         self.zipf = ZipfPlan(spec, index, self.budget, self.user0) if spec.shape == "zipf" else None
         self.reads: list[tuple[bytes, list[int]]] = self._read_bodies() if spec.shape == "counts" else []
         self.batch_templates: dict[int, tuple[list[bytes], tuple[tuple[int, int], ...]]] = {}
+        #: The raw client's open loop (``_Dispatch``), set up with the connections.
+        self.dispatch: _Dispatch | None = None
 
     def _read_bodies(self) -> list[tuple[bytes, list[int]]]:
         """Every distinct ``POST /v1/counts`` body of this load, with the counts it must get back."""
@@ -490,16 +530,14 @@ class _Worker:
             self.abandon(request, measured, sent=False)
             raise
         if channel is None:  # never sent: it changed nothing
-            if measured:
-                tally.measured += 1
-                tally.errors[NO_CONNECTION] += 1
+            self.not_sent(measured)
             return
         tally.sent += 1
+        outcome: Outcome
         try:
-            status, body = await channel.send(request.method, request.path, request.body)
-            error = None if status == 200 else f"http {status}"
+            outcome = await channel.send(request.method, request.path, request.body)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            body, error = b"", type(exc).__name__
+            outcome = exc
         except asyncio.CancelledError:
             channel.close()  # its answer may still come: the connection must not serve another request
             self.abandon(request, measured, sent=True)
@@ -508,14 +546,25 @@ class _Worker:
             idle.put_nowait(channel)
             if self.zipf is not None and i in self.zipf.targets:
                 self.answered[i].set()
+        self.record(i, request, intended, outcome)
+
+    def record(self, i: int, request: _Request, intended: float, outcome: Outcome) -> None:
+        """Count how request i ended; its latency runs from ``intended`` (if in the measured window)."""
         done = time.monotonic()
+        tally = self.tally
+        error: str | None
+        if isinstance(outcome, BaseException):
+            body, error = b"", type(outcome).__name__
+        else:
+            status, body = outcome
+            error = None if status == 200 else f"http {status}"
         ops = unchanged = 0
         if error is None:
             error, ops, unchanged = self.judge(i, request, body)
         if error is not None:
             for item, _ in request.writes:
                 tally.uncertain[item] += 1
-        if not measured:
+        if intended < self.measure_from:
             return
         tally.measured += 1
         if error is not None:
@@ -525,7 +574,14 @@ class _Worker:
         tally.ops_ok += ops
         tally.unchanged += unchanged
         tally.last_done = max(tally.last_done, done)
-        tally.histogram.record_value(max(HIST_LOWEST_US, round((done - intended) * 1e6)))
+        # Into the histogram after the load: recording costs the client CPU while it matters most.
+        tally.latencies.append(max(HIST_LOWEST_US, round((done - intended) * 1e6)))
+
+    def not_sent(self, measured: bool) -> None:
+        """Count a request that found no idle connection within the timeout (it changed nothing)."""
+        if measured:
+            self.tally.measured += 1
+            self.tally.errors[NO_CONNECTION] += 1
 
     async def wait_for_channel(self, idle: asyncio.Queue[Channel], intended: float) -> Channel | None:
         """An idle connection, or None if none frees up within ``timeout`` of the intended send time:
@@ -564,6 +620,8 @@ class _Worker:
         """Request k is due at ``start + (k + phase) / rate``; sends everything due (waiting for an idle
         connection when all are busy), then sleeps until the next is due. Returns how late, at worst,
         a request was started (seconds)."""
+        if self.dispatch is not None:
+            return await self.dispatch.run(start)
         spec = self.spec
         rate = spec.rate / spec.workers
         phase = self.index / spec.workers
@@ -631,6 +689,8 @@ class _Worker:
                 if isinstance(channel, _RawChannel):
                     channel.timeout = spec.timeout
                 self.idle[u].put_nowait(channel)
+            if spec.mode == "open" and spec.client == "raw":
+                self.dispatch = _Dispatch(self, [cast(_RawChannel, c) for c in channels], where)
             watchdog = asyncio.create_task(self._expire(channels))
             try:
                 await asyncio.gather(*(channel.open() for channel in channels))  # a connect is not a like
@@ -665,7 +725,7 @@ class _Worker:
             "last_done": tally.last_done,
             "hit_request_bound": tally.sent >= self.request_bound,
             "max_late_ms": None if worst_late is None else worst_late * 1000,
-            "histogram": tally.histogram.encode(),
+            "histogram": tally.recorded().encode(),
             "expected": dict(tally.expected),
             "uncertain": dict(tally.uncertain),
             "planned": None if self.zipf is None else dict(self.zipf.planned),
@@ -681,6 +741,164 @@ class _Worker:
             now = time.monotonic()
             for channel in channels:
                 channel.expire(now, self.spec.timeout)
+            if self.dispatch is not None:
+                self.dispatch.expire(now)
+
+
+#: A request the dispatcher holds: its index, what it is, when it was due (monotonic seconds).
+_Due = tuple[int, _Request, float]
+
+
+class _Dispatch:
+    """The raw client's open loop, without a task, future or semaphore per request: an open-loop
+    client has to cost far less CPU than the servers it loads, or it measures itself.
+
+    A request that falls due goes straight to an idle connection to its node; while none is idle it
+    waits in that node's queue, its latency already running from its due time, and the next answer
+    from that node hands its connection to the oldest one waiting. A queued request still unsent
+    ``timeout`` seconds after it was due fails as ``NO_CONNECTION``, as in the task-based loop. An
+    unlike that must follow its like's answer (``zipf``) is parked until that answer comes."""
+
+    def __init__(self, worker: _Worker, channels: Sequence[_RawChannel], where: Sequence[int]) -> None:
+        self.worker = worker
+        urls = len(worker.spec.urls)
+        self.idle: list[list[_RawChannel]] = [[] for _ in range(urls)]
+        self.queued: list[collections.deque[_Due]] = [collections.deque() for _ in range(urls)]
+        self.url_of: dict[_RawChannel, int] = {}
+        self.answer_of: dict[_RawChannel, Callable[[Outcome], None]] = {}
+        for channel, url in zip(channels, where, strict=True):
+            self.idle[url].append(channel)
+            self.url_of[channel] = url
+            self.answer_of[channel] = functools.partial(self._answered, channel)
+        self.in_flight: dict[_RawChannel, _Due] = {}
+        #: Requests waiting for an earlier request's answer, by that request's index.
+        self.parked: dict[int, list[_Due]] = {}
+        self.answered: set[int] = set()
+        self.targets = frozenset() if worker.zipf is None else worker.zipf.targets
+        self.opening: set[asyncio.Task[None]] = set()
+        self.drained = asyncio.Event()
+        self.scheduling = True
+
+    async def run(self, start: float) -> float:
+        """Dispatch request k at ``start + (k + phase) / rate`` until the budget or the time bound is
+        spent, then wait (bounded) for the answers; how late, at worst, a request was dispatched."""
+        worker, spec = self.worker, self.worker.spec
+        rate, phase, total = spec.rate / spec.workers, worker.index / spec.workers, worker.budget
+        give_up = start + spec.warmup + spec.seconds + spec.timeout
+        worst_late, k = 0.0, 0
+        while k < total:
+            now = time.monotonic()
+            if now > give_up:
+                break
+            due = start + (k + phase) / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            worst_late = max(worst_late, now - due)
+            while k < total and due <= now:
+                self.due(k, due)
+                k += 1
+                due = start + (k + phase) / rate
+        if k < total:
+            worker.tally.sent_not += total - k
+            worker.tally.errors[NOT_SENT] += total - k
+            worker.tally.measured += total - k
+        self.scheduling = False
+        self._check_drained()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(spec.timeout * 2 + 5.0):
+                await self.drained.wait()
+        self._abandon_all()
+        return worst_late
+
+    def due(self, i: int, intended: float) -> None:
+        request = self.worker.request_of(i)
+        if request.after is not None and request.after not in self.answered:
+            self.parked.setdefault(request.after, []).append((i, request, intended))
+        else:
+            self._send_or_queue((i, request, intended))
+
+    def _send_or_queue(self, due: _Due) -> None:
+        url = due[1].url
+        idle = self.idle[url]
+        if idle:
+            self._submit(idle.pop(), due)
+        else:
+            self.queued[url].append(due)
+
+    def _submit(self, channel: _RawChannel, due: _Due) -> None:
+        self.in_flight[channel] = due
+        if not channel.usable:  # dropped (a timeout, a server restart): reconnect first
+            task = asyncio.get_running_loop().create_task(self._reopen(channel))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+            return
+        self.worker.tally.sent += 1
+        request = due[1]
+        channel.submit(request.method, request.path, request.body, self.answer_of[channel])
+
+    async def _reopen(self, channel: _RawChannel) -> None:
+        try:
+            await channel.open()
+        except (OSError, TimeoutError) as exc:
+            self.worker.tally.sent += 1  # as the task-based loop counts a send whose connect failed
+            self._answered(channel, exc)
+            return
+        request = self.in_flight[channel][1]
+        self.worker.tally.sent += 1
+        channel.submit(request.method, request.path, request.body, self.answer_of[channel])
+
+    def _answered(self, channel: _RawChannel, outcome: Outcome) -> None:
+        """A request ended: count it, release what waited for it, give its connection the next one."""
+        i, request, intended = self.in_flight.pop(channel)
+        self.worker.record(i, request, intended, outcome)
+        if i in self.targets:
+            self.answered.add(i)
+            for parked in self.parked.pop(i, ()):
+                self._send_or_queue(parked)
+        url = self.url_of[channel]
+        waiting = self.queued[url]
+        if waiting:
+            self._submit(channel, waiting.popleft())
+        else:
+            self.idle[url].append(channel)
+            self._check_drained()
+
+    def expire(self, now: float) -> None:
+        """Fail the queued requests that found no connection within the timeout of being due."""
+        bound = now - self.worker.spec.timeout
+        for waiting in self.queued:
+            while waiting and waiting[0][2] < bound:
+                i, _, intended = waiting.popleft()
+                self._not_sent(i, intended)
+        self._check_drained()
+
+    def _not_sent(self, i: int, intended: float) -> None:
+        """Count a request never sent, and the unlikes parked behind it (they cannot be sent either)."""
+        self.worker.not_sent(intended >= self.worker.measure_from)
+        for j, _, parked_at in self.parked.pop(i, ()):
+            self._not_sent(j, parked_at)
+
+    def _check_drained(self) -> None:
+        if not self.scheduling and not self.in_flight and not self.parked and not any(self.queued):
+            self.drained.set()
+
+    def _abandon_all(self) -> None:
+        """At the end: requests still unanswered or unsent count as abandoned."""
+        worker = self.worker
+        for channel, (_, request, intended) in self.in_flight.items():
+            channel.close()  # its answer may still come: the connection must not serve another request
+            worker.abandon(request, intended >= worker.measure_from, sent=True)
+        waiting = [due for queue in self.queued for due in queue]
+        waiting += [due for parked in self.parked.values() for due in parked]
+        for _, request, intended in waiting:
+            worker.abandon(request, intended >= worker.measure_from, sent=False)
+        self.in_flight.clear()
+        self.parked.clear()
+        for queued in self.queued:
+            queued.clear()
+        for task in self.opening:
+            task.cancel()
 
 
 def _worker_main(spec: LoadSpec, index: int, ready: Any, go: Any, answers: Any) -> None:

@@ -62,7 +62,7 @@ Send = Callable[[Address, Message], None]
 #: Keys indexed per slice while catching up, between which other tasks get to run.
 CATCH_UP_SLICE = 5000
 #: A key changed within this many delta intervals is settling: its deltas may still be in flight.
-SETTLE_INTERVALS = 3
+SETTLE_INTERVALS = 10
 #: ... stretched by this member's load, up to this many times while a member is recovering.
 MAX_SETTLE_STRETCH = 2
 #: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling

@@ -25,6 +25,7 @@ keys sorts items by type length, type, then id.
 
 from __future__ import annotations
 
+import functools
 import re
 from itertools import pairwise
 from typing import Any, NamedTuple, TypeVar
@@ -60,8 +61,7 @@ class ItemKey(NamedTuple):
 
     def to_bytes(self) -> bytes:
         """The compact key gossip carries."""
-        name = self.content_type.encode("ascii")
-        return bytes((len(name),)) + name + self.content_id.to_bytes(8, "big")
+        return _key_bytes(self.content_type, self.content_id)
 
     @classmethod
     def from_bytes(cls, key: bytes) -> ItemKey:
@@ -78,6 +78,14 @@ class ItemKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.content_type}:{self.content_id}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_bytes(content_type: str, content_id: int) -> bytes:
+    """``ItemKey.to_bytes``, remembered for the items in use: a like needs its key's bytes several
+    times (store, log record, causal token) and a hot item is liked thousands of times a second."""
+    name = content_type.encode("ascii")
+    return bytes((len(name),)) + name + content_id.to_bytes(8, "big")
 
 
 class Item:

@@ -23,6 +23,7 @@ keep-alive timeout does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -362,27 +363,36 @@ def _read_head(head: bytes) -> LikeRequest | None:
     content_id, user = int(raw_id), int(raw_user)
     if content_id > MAX_ID or user > MAX_ID:
         return None
-    request = LikeRequest(
+    rest = head[match.end() :]
+    fields = _read_headers(rest) if rest else _NO_HEADERS
+    if fields is None:
+        return None
+    close, authorization, token = fields
+    return LikeRequest(
         liking=method == b"PUT",
         key=ItemKey(kind.decode("ascii"), content_id),
         user=user,
         level=None if level is None else level.decode("ascii"),
-        close=False,
-        authorization=None,
-        token=None,
+        close=close,
+        authorization=authorization,
+        token=token,
     )
-    rest = head[match.end() :]
-    if rest and not _read_headers(rest, request):
-        return None
-    return request
 
 
-def _read_headers(rest: bytes, request: LikeRequest) -> bool:
-    """Fill ``request`` from the headers that matter to it; False if aiohttp should read them:
-    a malformed, folded or repeated line, a header the lane does not handle, a value it cannot read."""
+#: What ``_read_headers`` reads: ``Connection: close``, the ``Authorization`` and causal token values.
+HeaderFields = tuple[bool, str | None, str | None]
+_NO_HEADERS: HeaderFields = (False, None, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_headers(rest: bytes) -> HeaderFields | None:
+    """The header fields that matter to a like; None if aiohttp should read the headers: a
+    malformed, folded or repeated line, a header the lane does not handle, a value it cannot read.
+    Remembered: a client sends the same headers with every request on its connections."""
     lines = rest.count(b"\n")
     if rest.count(b"\r\n") != lines or rest.count(b"\r") != lines or b"\x00" in rest:
-        return False
+        return None
+    close, authorization, token = _NO_HEADERS
     seen = set()
     for line in rest[2:].split(b"\r\n"):
         name, colon, value = line.partition(b":")
@@ -390,26 +400,26 @@ def _read_headers(rest: bytes, request: LikeRequest) -> bool:
         if name in _IGNORED_HEADERS:
             continue
         if not colon or not _TOKEN.fullmatch(name) or name in _HAND_OVER_HEADERS:
-            return False
+            return None
         if name not in _LANE_HEADERS:
             continue
         if name in seen or not value.isascii():
-            return False
+            return None
         seen.add(name)
         value = value.strip(b" \t")
         if name == b"content-length":
             if value != b"0":
-                return False
+                return None
         elif name == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             if tokens - {b"close", b"keep-alive"}:
-                return False
-            request.close = b"close" in tokens
+                return None
+            close = b"close" in tokens
         elif name == b"authorization":
-            request.authorization = value.decode("ascii")
+            authorization = value.decode("ascii")
         else:
-            request.token = value.decode("ascii") or None
-    return True
+            token = value.decode("ascii") or None
+    return close, authorization, token
 
 
 class LaneSite(web.BaseSite):

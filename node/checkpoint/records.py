@@ -61,8 +61,10 @@ def sql_time(ms: int) -> str:
     return f"{_date(days)} {hour:02d}:{minute:02d}:{second:02d}.{millis:03d}"
 
 
+@functools.lru_cache(maxsize=16)
 def new_like_times(ms: int) -> tuple[str, str]:
-    """``created_at`` and ``updated_at`` of a new like_records row: one time, formatted once."""
+    """``created_at`` and ``updated_at`` of a new like_records row: one time, formatted once (a
+    checkpoint gives every like of a batch the same time, so it is formatted once per batch)."""
     text = sql_time(ms)
     return text, text
 
