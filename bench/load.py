@@ -64,6 +64,9 @@ from hdrh.histogram import HdrHistogram
 USER_STRIDE = 10**12
 #: Histogram range and precision, in microseconds: 1 us to one hour, 3 significant digits.
 HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS = 1, 3_600_000_000, 3
+#: Shortest sleep of an open-loop schedule, in seconds: requests due meanwhile go out together at
+#: most this late, and their latency, counted from when they were due, includes it.
+TICK = 0.001
 #: Requests one open-loop worker lets be outstanding; past it, sends wait (and their latency shows it).
 MAX_IN_FLIGHT = 10_000
 #: The error kind of open-loop requests still unsent ``timeout`` seconds after the load should have ended.
@@ -646,7 +649,7 @@ class _Worker:
                 break
             due = start + (k + phase) / rate
             if due > now:
-                await asyncio.sleep(due - now)
+                await asyncio.sleep(max(due - now, TICK))
                 continue
             while k < total and start + (k + phase) / rate <= now:
                 due = start + (k + phase) / rate
@@ -792,7 +795,9 @@ class _Dispatch:
                 break
             due = start + (k + phase) / rate
             if due > now:
-                await asyncio.sleep(due - now)
+                # Not less than a tick: uvloop's timers have millisecond resolution, and a shorter
+                # sleep returns at once, spinning the loop (it took most of a core at 5,000/s).
+                await asyncio.sleep(max(due - now, TICK))
                 continue
             worst_late = max(worst_late, now - due)
             while k < total and due <= now:
