@@ -8,7 +8,8 @@ share one encoding:
     payload = VERSION byte, msgpack [encode(likers), [[name, encode(counter)], ...], [unliked user, ...]]
 
 with counter names and unliked users strictly ascending. The delta of one local like, what the log
-holds for nearly every write, has a shorter form that costs a fraction of the general one to make:
+holds for nearly every write and gossip ships for every item liked once in a delta interval (most
+items, under load), has a shorter form that costs a fraction of the general one to make and to read:
 
     payload = LIKE_VERSION byte, msgpack [writer, counter, user]
 
