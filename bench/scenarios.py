@@ -3,7 +3,9 @@
 Scenarios (``python -m bench scenario NAME``; ``python -m bench scenarios`` runs them all):
 
 - **hot-post**: N distinct users (1,000,000) like one post, spread over every node, offered at
-  3,333/s open loop ("a million likes in five minutes"); ``--max`` offers them closed loop instead
+  3,340/s open loop ("a million likes in five minutes": 3,333/s would offer the last like at 300.03 s,
+  so the schedule alone would overrun the 300 s it must complete in; 3,340/s ends it at 299.4 s and
+  is slightly more than asked); ``--max`` offers them closed loop instead
   (``hot-post-max``), as fast as the cluster takes them. Checkpoints to Redis and MySQL are on.
 - **peak**: 10,000 new likes/s offered for 30 s, spread over the nodes.
 - **zipf**: likes over 100,000 items with Zipf popularity (exponent 1), 20% of the requests unlike an
@@ -65,6 +67,8 @@ GOALS: dict[str, float] = {
     #: The memory goal is judged only once the nodes hold at least this many likes.
     "memory_goal_likes": 1_000_000,
 }
+#: hot-post's offered likes/s: a million in 299.4 s (see the module docstring).
+HOT_POST_RATE = 3_340.0
 #: Bounds, in seconds: nodes to agree after a load (full, quick), sinks to catch up (full, quick).
 CONVERGE_TIMEOUT = (120.0, 20.0)
 SINK_TIMEOUT = (180.0, 30.0)
@@ -125,7 +129,7 @@ def scenario(
     if name in ("hot-post", "hot-post-max"):
         users = users or (2_000 if quick else 1_000_000)
         closed = name == "hot-post-max"
-        offered = rate or (1_500.0 if quick else 3_333.0)
+        offered = rate or (1_500.0 if quick else HOT_POST_RATE)
         return Scenario(
             name=name,
             description=f"{users:,} distinct users like one post, spread over the nodes, "
