@@ -75,6 +75,11 @@ REPAIR_WINDOW_ROUNDS = 2
 MASK_LEAF_BYTES = 5
 #: The hash a KEYS entry carries for a key its sender is leaving to deltas.
 SETTLING = b""
+#: Seconds a state too large for a frame is not encoded again for shipping: encoding a viral post's
+#: state costs about a second of CPU, and states only grow while likes come in.
+OVERSIZED_BACKOFF = 60.0
+#: Keys remembered as oversized at most (past it, the expired ones are forgotten).
+MAX_OVERSIZED = 1024
 
 
 class AntiEntropy:
@@ -119,6 +124,8 @@ class AntiEntropy:
         #: When the replica last changed, and whether no sweep has compared it with every peer since.
         self._last_change = 0.0
         self._unswept = False
+        #: Keys whose state did not fit in a frame, and until when (monotonic seconds) to skip them.
+        self._oversized: dict[bytes, float] = {}
 
     # -- the index --------------------------------------------------------------------------------
 
@@ -284,10 +291,24 @@ class AntiEntropy:
         self._ship(peer, (), keys)
 
     def _ship(self, peer: Address, keys: Iterable[bytes], want: Iterable[bytes]) -> None:
-        """Send the states of ``keys`` and the ``want`` list, split under the frame cap."""
-        parts: list[tuple[bytes, bytes | None]] = [
-            (key, state) for key in keys if (state := self._replica.state(key)) is not None
-        ]
+        """Send the states of ``keys`` and the ``want`` list, split under the frame cap. A state too
+        large for any frame is skipped (counted), and not encoded again for ``OVERSIZED_BACKOFF``
+        seconds: only deltas can bring such an item to a peer."""
+        now = time.monotonic()
+        parts: list[tuple[bytes, bytes | None]] = []
+        for key in keys:
+            if self._oversized.get(key, 0.0) > now:
+                continue
+            state = self._replica.state(key)
+            if state is None:
+                continue
+            if bytes_cost(key, state) > self._budget:
+                self._counters["anti_entropy_states_oversized"] += 1
+                if len(self._oversized) >= MAX_OVERSIZED:
+                    self._oversized = {k: until for k, until in self._oversized.items() if until > now}
+                self._oversized[key] = now + OVERSIZED_BACKOFF
+                continue
+            parts.append((key, state))
         parts.extend((key, None) for key in want)
         for batch in batches(parts, lambda part: bytes_cost(part[0], part[1] or b""), self._budget):
             shipped = tuple((key, state) for key, state in batch if state is not None)

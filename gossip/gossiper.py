@@ -91,6 +91,7 @@ STAT_NAMES = (
     "anti_entropy_keys_repaired",
     "anti_entropy_busy",
     "anti_entropy_sweeps",
+    "anti_entropy_states_oversized",
     "probes",
     "probe_failures",
     "members_suspected",

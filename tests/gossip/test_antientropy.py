@@ -353,3 +353,38 @@ def test_a_round_masks_settling_keys_and_descends_only_into_the_real_difference(
     assert leaf_hashes <= 2 * FANOUT, f"{leaf_hashes} leaf hashes sent: descended into settling keys"
     listed = [key for m in sent if isinstance(m, Keys) for _, entries in m.leaves for key, _ in entries]
     assert len(listed) <= 4, f"{len(listed)} keys listed: settling keys were compared"
+
+
+async def test_a_state_too_large_for_a_frame_is_skipped_and_not_encoded_again_at_once(
+    started: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viral post's state can outgrow a frame: shipping it can only fail, and encoding it costs a
+    second of CPU, so anti-entropy skips it (counted) and leaves it to deltas for a while."""
+    monkeypatch.setattr(antientropy.AntiEntropy, "take_quiet", lambda self: False)
+    cluster = memory_cluster(MemoryNetwork(seed=9), 2, **QUIET, max_frame_bytes=64 * 1024)
+    a, b = cluster.members
+    a.replica.load({b"big": set(range(10**9, 10**9 + 20_000)), b"small": {1}})  # ~180 KB encoded
+    b.replica.load({b"small": {2}})
+    encoded: Counter[bytes] = Counter()
+    state = a.replica.state
+
+    def counting(key: bytes) -> bytes | None:
+        encoded[key] += 1
+        return state(key)
+
+    monkeypatch.setattr(a.replica, "state", counting)
+    await started(cluster)
+    await wait_until(lambda: a.state_of(b.name) == "alive", timeout=5, what="contact")
+    for _ in range(3):
+        assert a.gossiper.anti_entropy_round()
+        await wait_until(lambda: b.replica.value(b"small") == {1, 2}, timeout=5, what="the small repair")
+        await asyncio.sleep(0.05)
+    assert encoded[b"big"] == 1  # once, then skipped for OVERSIZED_BACKOFF
+    assert a.gossiper.stats()["anti_entropy_states_oversized"] == 1
+    assert a.gossiper.stats()["frames_oversized"] == 0
+    assert b.replica.value(b"big") == frozenset()
+
+    monkeypatch.setattr(antientropy, "OVERSIZED_BACKOFF", 0.0)
+    monkeypatch.setattr(a.gossiper._anti_entropy, "_oversized", {})  # the backoff is over
+    assert a.gossiper.anti_entropy_round()
+    await wait_until(lambda: encoded[b"big"] == 2, timeout=5, what="a new attempt after the backoff")
