@@ -233,8 +233,10 @@ async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_windo
     started: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(antientropy, "MIN_REPAIR_PERIOD", 0.5)
-    monkeypatch.setattr(time, "time", lambda: 0.05)  # inside the window every member agrees on
-    # Period max(0.5, 10 x 0.05) = 0.5 s; settling lasts 3 x 0.1 s after each change.
+    # Period max(0.5, 10 x 0.05) = 0.5 s, window 0.1 s: stand inside the key's window, which every
+    # member agrees on. Settling lasts 10 x 0.1 s after each change.
+    inside = bucket_of(b"hot") * 0.5 / LEAVES + 0.05
+    monkeypatch.setattr(time, "time", lambda: inside)
     cluster = await pair_in_contact(started, delta_interval=0.1, anti_entropy_interval=0.05)
     a, b = cluster.members
     repaired_while_hot = 0
@@ -388,3 +390,16 @@ async def test_a_state_too_large_for_a_frame_is_skipped_and_not_encoded_again_at
     monkeypatch.setattr(a.gossiper._anti_entropy, "_oversized", {})  # the backoff is over
     assert a.gossiper.anti_entropy_round()
     await wait_until(lambda: encoded[b"big"] == 2, timeout=5, what="a new attempt after the backoff")
+
+
+def test_repair_windows_are_staggered_over_the_period_by_leaf() -> None:
+    """Each leaf's window opens once a period, for the window's length, at its own offset: the keys
+    of one leaf together, the leaves spread evenly, so hot keys are never all repaired at once."""
+    period, window = 10.0, 2.0
+    clocks = [1_000_000.0 + step * 0.01 for step in range(1000)]  # one period in 10 ms steps
+    for leaf in (0, 1, LEAVES // 3, LEAVES - 1):
+        inside = [clock for clock in clocks if antientropy.in_repair_window(leaf, clock, period, window)]
+        assert 199 <= len(inside) <= 201  # open for the window's length
+        assert inside[-1] - inside[0] < window + 0.02  # in one stretch (clocks start on a period)
+    open_now = sum(antientropy.in_repair_window(leaf, clocks[0], period, window) for leaf in range(LEAVES))
+    assert abs(open_now - LEAVES * window / period) <= 1  # a fifth of the leaves at any moment
