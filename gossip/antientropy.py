@@ -34,8 +34,9 @@ repaired like any other: every difference is repaired within about two periods. 
 window opens at its own offset in the period (on the wall clock, so members agree without talking):
 under a load that keeps a thousand items changing, opening every window at once made each member
 ship and merge every hot item's state in the same two seconds, a stall of about a second for every
-like in flight (``peak``: p99 1.0-1.8 s); staggered, a tenth of the hot keys are repaired at a time. A key merged from a peer's full state does not
-settle: no delta of it is in flight, and the join should go on to the members still lacking it.
+like in flight (``peak``: p99 1.0-1.8 s); staggered, a fifth of the hot keys are repaired at a time.
+A key merged from a peer's full state does not settle: no delta of it is in flight, and the join
+should go on to the members still lacking it.
 
 Sweeps: a round with one random peer per interval takes several intervals to reach every member,
 and a delta lost at the end of a burst has no later delta behind it. So once this member's replica
