@@ -233,6 +233,7 @@ async def test_a_key_that_never_settles_is_repaired_in_the_periodic_repair_windo
     started: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(antientropy, "MIN_REPAIR_PERIOD", 0.5)
+    monkeypatch.setattr(antientropy, "REPAIR_PERIOD_ROUNDS", 10)
     # Period max(0.5, 10 x 0.05) = 0.5 s, window 0.1 s: stand inside the key's window, which every
     # member agrees on. Settling lasts 10 x 0.1 s after each change.
     inside = bucket_of(b"hot") * 0.5 / LEAVES + 0.05
