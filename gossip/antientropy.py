@@ -348,9 +348,13 @@ class AntiEntropy:
         changed_at, since = self._changed_at, self._settling_since
         if repair_window:
             clock, hot, leaf_of = time.time(), now - self._repair_period, self._leaf_of
-            period, window = self._repair_period, self._repair_window
+            period, window, oversized = self._repair_period, self._repair_window, self._oversized
+            # A hot key whose state is too large to ship keeps settling in its window too: digesting
+            # it (a second of CPU for a viral post) could only find a difference nothing can repair.
             return lambda key: changed_at.get(key, 0.0) >= horizon and (
-                since.get(key, now) > hot or not in_repair_window(leaf_of[key], clock, period, window)
+                since.get(key, now) > hot
+                or not in_repair_window(leaf_of[key], clock, period, window)
+                or oversized.get(key, 0.0) > now
             )
         return lambda key: changed_at.get(key, 0.0) >= horizon
 

@@ -404,3 +404,27 @@ def test_repair_windows_are_staggered_over_the_period_by_leaf() -> None:
         assert inside[-1] - inside[0] < window + 0.02  # in one stretch (clocks start on a period)
     open_now = sum(antientropy.in_repair_window(leaf, clocks[0], period, window) for leaf in range(LEAVES))
     assert abs(open_now - LEAVES * window / period) <= 1  # a fifth of the leaves at any moment
+
+
+def test_a_hot_key_too_large_to_ship_keeps_settling_in_its_repair_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In its repair window a key hot for a whole period is compared like any other, unless its
+    state was just found too large for a frame: digesting it would cost a viral post's full encode
+    for a difference no state can repair."""
+    a, _, _ = _wired_pair()
+    a.noting_changes = True
+    a._replica.load({b"viral": {1}})  # type: ignore[attr-defined]
+    a.refresh()
+    period = a._repair_period
+    monkeypatch.setattr(time, "monotonic", lambda: 10_000.0 + period)  # hot for a whole period ...
+    a._changed_at[b"viral"] = 10_000.0 + period  # ... and still changing
+    a._settling_since[b"viral"] = 10_000.0
+    inside = bucket_of(b"viral") * period / LEAVES + 0.01
+    monkeypatch.setattr(time, "time", lambda: inside)
+    assert not a._settling()(b"viral")  # its window: repaired like any other key
+    a._oversized[b"viral"] = 10_000.0 + period + antientropy.OVERSIZED_BACKOFF
+    assert a._settling()(b"viral")  # unless it cannot be shipped
+    monkeypatch.setattr(time, "time", lambda: inside + a._repair_window)
+    a._oversized.clear()
+    assert a._settling()(b"viral")  # and outside its window it settles anyway
