@@ -86,7 +86,7 @@ MASK_LEAF_BYTES = 5
 SETTLING = b""
 #: Seconds a state too large for a frame is not encoded again for shipping: encoding a viral post's
 #: state costs about a second of CPU, and states only grow while likes come in.
-OVERSIZED_BACKOFF = 60.0
+OVERSIZED_BACKOFF = 300.0
 #: Keys remembered as oversized at most (past it, the expired ones are forgotten).
 MAX_OVERSIZED = 1024
 
