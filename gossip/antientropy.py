@@ -70,7 +70,11 @@ CATCH_UP_SLICE = 5000
 #: ms, kept settling and unsettling, and every member re-digested them and shipped their states for
 #: nothing (digests alone took 47% of a node's CPU in ``peak``).
 SETTLE_INTERVALS = 10
-#: ... stretched by this member's load, up to this many times while a member is recovering.
+#: A replica unchanged for this many delta intervals is quiet: its burst is over, and a sweep
+#: compares it with every peer (``take_quiet``).
+QUIET_INTERVALS = 3
+#: Settle and quiet times stretch with this member's load, by up to this many times while a member
+#: is recovering (settling) or always (quiet).
 MAX_SETTLE_STRETCH = 2
 #: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling
 #: for a whole period are repaired during ... (A key that never stops changing differs mostly by
@@ -124,6 +128,7 @@ class AntiEntropy:
         #: Off until the start-up index is built: loading what is on disk is not a change.
         self.noting_changes = False
         self._settle = SETTLE_INTERVALS * config.delta_interval
+        self._quiet = QUIET_INTERVALS * config.delta_interval
         #: Until when (monotonic seconds) settling is stretched only boundedly: see ``_settle_time``.
         self._recovering_until = 0.0
         self._repair_period = max(MIN_REPAIR_PERIOD, REPAIR_PERIOD_ROUNDS * config.anti_entropy_interval)
@@ -189,12 +194,13 @@ class AntiEntropy:
         with every peer. A delta lost at the end of a burst has no later delta behind it, and a round
         with one random peer per interval would take several intervals to reach every member.
 
-        Quiet means nothing changed for the settle time, stretched by load at most
-        ``MAX_SETTLE_STRETCH`` times: a member whose replica stopped changing has no deltas queueing
-        behind a busy loop, whatever its health score still says (the score decays only one acked
-        probe at a time, and a partition raises it as much as overload does). So every key counts as
-        settled from then on, and the sweep's rounds carry all of them."""
-        quiet_for = min(self._settle_time(), MAX_SETTLE_STRETCH * self._settle)
+        Quiet means nothing changed for ``QUIET_INTERVALS`` delta intervals, stretched by load at
+        most ``MAX_SETTLE_STRETCH`` times: a member whose replica stopped changing has no deltas
+        queueing behind a busy loop, whatever its health score still says (the score decays only one
+        acked probe at a time, and a partition raises it as much as overload does); the last deltas of
+        a burst land within a couple of intervals, sooner than a key settles under load. So every key
+        counts as settled from then on, and the sweep's rounds carry all of them."""
+        quiet_for = min(self._health(self._quiet), MAX_SETTLE_STRETCH * self._quiet)
         if not self._unswept or time.monotonic() - self._last_change <= quiet_for:
             return False
         self._unswept = False
