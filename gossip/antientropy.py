@@ -402,7 +402,8 @@ class AntiEntropy:
 def in_repair_window(leaf: int, clock: float, period: float, window: float) -> bool:
     """Whether wall-clock time ``clock`` falls in the repair window of the keys of ``leaf``: the
     first ``window`` seconds after the leaf's own offset in each ``period``."""
-    return (clock - leaf * period / LEAVES) % period < window
+    offset: float = leaf * period / LEAVES
+    return (clock - offset) % period < window
 
 
 def _leaf_cost(leaf: tuple[int, tuple[tuple[bytes, bytes], ...]]) -> int:
