@@ -52,7 +52,7 @@ import random
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -443,6 +443,8 @@ class _Worker:
         self.batch_templates: dict[int, tuple[list[bytes], tuple[tuple[int, int], ...]]] = {}
         #: The raw client's open loop (``_Dispatch``), set up with the connections.
         self.dispatch: _Dispatch | None = None
+        #: Open loop: how late, at worst, a request was sent after it fell due (seconds).
+        self.worst_late = 0.0
 
     def _read_bodies(self) -> list[tuple[bytes, list[int]]]:
         """Every distinct ``POST /v1/counts`` body of this load, with the counts it must get back."""
@@ -620,18 +622,12 @@ class _Worker:
         await asyncio.gather(*(loop() for _ in range(self.connections)))
 
     async def open_loop(self, start: float) -> float:
-        """Request k is due at ``start + (k + phase) / rate``; sends everything due (waiting for an idle
-        connection when all are busy), then sleeps until the next is due. Returns how late, at worst,
-        a request was started (seconds)."""
+        """Send each request as it falls due (``schedule``), waiting for an idle connection when all
+        are busy. Returns how late, at worst, a request was started (seconds)."""
         if self.dispatch is not None:
             return await self.dispatch.run(start)
-        spec = self.spec
-        rate = spec.rate / spec.workers
-        phase = self.index / spec.workers
-        total = self.budget
         in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
-        worst_late = 0.0
 
         async def send(i: int, due: float) -> None:
             try:
@@ -639,8 +635,26 @@ class _Worker:
             finally:
                 in_flight.release()
 
-        # Past this, requests still due are not sent but counted as errors: a generator (or server) that
-        # fell this far behind has already failed the load, and the run must end within its bound.
+        async for k, due in self.schedule(start):
+            await in_flight.acquire()
+            task = asyncio.create_task(send(k, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=self.spec.timeout * 2 + 5.0)
+        left = list(tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        return self.worst_late
+
+    async def schedule(self, start: float) -> AsyncIterator[tuple[int, float]]:
+        """Yield ``(k, due)`` as request k falls due at ``start + (k + phase) / rate``, until the budget
+        is spent or the load is ``timeout`` past its end: a generator (or server) that fell that far
+        behind has already failed the load, and the run must end within its bound, so the requests
+        left count as never sent. ``worst_late`` keeps how late, at worst, one was yielded."""
+        spec = self.spec
+        rate, phase, total = spec.rate / spec.workers, self.index / spec.workers, self.budget
         give_up = start + spec.warmup + spec.seconds + spec.timeout
         k = 0
         while k < total:
@@ -649,30 +663,19 @@ class _Worker:
                 break
             due = start + (k + phase) / rate
             if due > now:
+                # Not less than a tick: uvloop's timers have millisecond resolution, and a shorter
+                # sleep returns at once, spinning the loop (it took most of a core at 5,000/s).
                 await asyncio.sleep(max(due - now, TICK))
                 continue
-            while k < total and start + (k + phase) / rate <= now:
-                due = start + (k + phase) / rate
-                await in_flight.acquire()
-                if time.monotonic() > give_up:
-                    in_flight.release()
-                    break
-                worst_late = max(worst_late, time.monotonic() - due)
-                task = asyncio.create_task(send(k, due))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            self.worst_late = max(self.worst_late, now - due)
+            while k < total and due <= now:
+                yield k, due
                 k += 1
+                due = start + (k + phase) / rate
         if k < total:
             self.tally.sent_not += total - k
             self.tally.errors[NOT_SENT] += total - k
             self.tally.measured += total - k
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=spec.timeout * 2 + 5.0)
-        left = list(tasks)
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-        return worst_late
 
     async def run(self, ready: Any, go: Any) -> dict[str, Any]:
         spec = self.spec
@@ -783,38 +786,18 @@ class _Dispatch:
         self.scheduling = True
 
     async def run(self, start: float) -> float:
-        """Dispatch request k at ``start + (k + phase) / rate`` until the budget or the time bound is
-        spent, then wait (bounded) for the answers; how late, at worst, a request was dispatched."""
-        worker, spec = self.worker, self.worker.spec
-        rate, phase, total = spec.rate / spec.workers, worker.index / spec.workers, worker.budget
-        give_up = start + spec.warmup + spec.seconds + spec.timeout
-        worst_late, k = 0.0, 0
-        while k < total:
-            now = time.monotonic()
-            if now > give_up:
-                break
-            due = start + (k + phase) / rate
-            if due > now:
-                # Not less than a tick: uvloop's timers have millisecond resolution, and a shorter
-                # sleep returns at once, spinning the loop (it took most of a core at 5,000/s).
-                await asyncio.sleep(max(due - now, TICK))
-                continue
-            worst_late = max(worst_late, now - due)
-            while k < total and due <= now:
-                self.due(k, due)
-                k += 1
-                due = start + (k + phase) / rate
-        if k < total:
-            worker.tally.sent_not += total - k
-            worker.tally.errors[NOT_SENT] += total - k
-            worker.tally.measured += total - k
+        """Dispatch each request as it falls due (``_Worker.schedule``), then wait (bounded) for the
+        answers; how late, at worst, a request was dispatched."""
+        worker = self.worker
+        async for k, due in worker.schedule(start):
+            self.due(k, due)
         self.scheduling = False
         self._check_drained()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(spec.timeout * 2 + 5.0):
+            async with asyncio.timeout(worker.spec.timeout * 2 + 5.0):
                 await self.drained.wait()
         self._abandon_all()
-        return worst_late
+        return worker.worst_late
 
     def due(self, i: int, intended: float) -> None:
         request = self.worker.request_of(i)

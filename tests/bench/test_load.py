@@ -32,6 +32,9 @@ class Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"GET /healthz "):  # the aiohttp client's connection check
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    continue
                 match = _PATH.match(head)
                 assert match is not None, head
                 method, path = match[1], match[2]
@@ -130,3 +133,22 @@ async def test_a_stalled_server_fails_requests_within_the_timeout(serve: Any) ->
     assert errors.get("TimeoutError", 0) >= 2  # the requests on the wire
     assert errors.get(NO_CONNECTION, 0) >= 20  # the ones queued behind them
     assert 0 < len(script.arrived) <= result["sent_including_warmup"] < 50  # the queued were never sent
+
+
+async def test_the_aiohttp_client_keeps_the_same_schedule(serve: Any) -> None:
+    """The cross-check client (one task per request) follows the same schedule and accounting."""
+    script, url = await serve(0.0)
+    spec = LoadSpec(
+        urls=(url,),
+        mode="open",
+        rate=200.0,
+        seconds=0.5,
+        warmup=0.0,
+        connections=4,
+        timeout=5.0,
+        client="aiohttp",
+    )
+    result = await run_open(spec)
+    assert result["ok"] == result["requests"] == len(script.arrived) == 100 and result["error_count"] == 0
+    times = [at for at, _, _ in script.arrived]
+    assert 0.4 <= times[-1] - times[0] <= 0.6
