@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from crdt.dots import MAX_COUNTER, known_actor_index
 from gossip import GossipConfig, Gossiper, MemoryNetwork, Peer
+from gossip.antientropy import AntiEntropy
 from node import causal
 from node.api import STORE
 from node.causal import (
@@ -225,8 +226,12 @@ async def test_the_waiter_pulls_after_a_grace_and_once_per_interval() -> None:
     assert waiter.waits == 2 and waiter.timeouts == 0
 
 
-async def test_the_pull_is_an_anti_entropy_want_answered_by_a_peer_outside_any_round() -> None:
+async def test_the_pull_is_an_anti_entropy_want_answered_by_a_peer_outside_any_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Gossip's ``request_states`` fetches the item from a peer with anti-entropy rounds off."""
+    # No periodic rounds (an hour apart) and no sweeps: only the pull can bring the item.
+    monkeypatch.setattr(AntiEntropy, "take_quiet", lambda self: False)
     network = MemoryNetwork(seed=5)
     addresses = [("10.0.0.1", 7100), ("10.0.0.1", 7101)]
     seeds = tuple(Peer(f"g{i}", *address) for i, address in enumerate(addresses))
