@@ -4,9 +4,9 @@
 ``Replica``). Local writes and merges from peers both keep the per-user reverse index ("my likes")
 exact, so a user's list never disagrees with the items' liker sets.
 
-Finding what a merge changed without copying a big liker set: only elements of the payload's kernel
-can appear, and the ORSet join reports the elements it took out (``ORSet.merge(other, removed)``), so
-neither a delta nor a full state (anti-entropy) is compared with the set before and after. A delta
+Finding what a merge changed without copying a big liker set: the ORSet join reports the elements
+it took out and brought in (``ORSet.merge(other, removed, added)``), so neither a delta nor a full
+state (anti-entropy) is compared with the set before and after. A delta
 still names the users it unliked (``Item.unliked``) on the wire, for older readers.
 
 A hot item (``HOT_ITEM_LIKES`` likers) keeps its likers out of the reverse index: a million users'
@@ -483,14 +483,13 @@ class LikeStore:
 
     def _merge_likers(self, raw: bytes, likers: ORSet, incoming: Item) -> None:
         """Join ``incoming``'s likers into ``likers`` and bring the reverse index along: the join
-        reports the users it took out, and only users ``incoming`` holds can come in."""
-        joined = incoming.likers
-        fresh = [user for user in joined if user not in likers]
+        reports the users it took out and those it brought in."""
         removed: list[int] = []
-        likers.merge(joined, removed)
+        added: list[int] = []
+        likers.merge(incoming.likers, removed, added)
         for user in removed:  # losses first: ``_index`` may find the item hot and take it out whole
             self._unindex(user, raw)
-        self._index(raw, (user for user in fresh if user in likers))
+        self._index(raw, added)
 
     def _index(self, raw: bytes, users: Iterable[int]) -> bytes:
         """``users`` now like the item (every change of a like goes through here or ``_unindex``,

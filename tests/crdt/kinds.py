@@ -6,18 +6,39 @@ model; the state machine and the law tests are written once for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
 
+import crdt.orset
 from crdt import GCounter, ORSet, PNCounter
 from tests.crdt.reference import ReferenceCounter, ReferenceORSet
 
 #: Few distinct elements so that adds and removes of the same user collide often.
 elements = st.one_of(st.integers(0, 5), st.sampled_from([2**32, 2**64 - 1]))
 amounts = st.integers(0, 1000)
+
+
+@contextmanager
+def columns_from(
+    compact_min: int, *, scan_below: int | None = None, block: int | None = None
+) -> Iterator[None]:
+    """ORSets move their single-dot elements into the columns from ``compact_min`` recent ones (and,
+    when given, find a peer's removals by index from ``scan_below`` elements, and read the columns
+    ``block`` slots at a time): the big-set layout, on the few elements a property test draws."""
+    patched = {"COMPACT_MIN": compact_min, "_SCAN_BELOW": scan_below, "_BLOCK": block}
+    saved = {name: getattr(crdt.orset, name) for name in patched}
+    try:
+        for name, value in patched.items():
+            if value is not None:
+                setattr(crdt.orset, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(crdt.orset, name, value)
 
 
 @dataclass(frozen=True)
@@ -29,9 +50,15 @@ class Kind:
     new_model: Callable[[dict[str, list[int]]], Any]
     ops: st.SearchStrategy[tuple[str, int]]
     apply: Callable[[Any, Any, str, tuple[str, int]], tuple[Any, Any]]
+    #: For ORSets: run with ``columns_from(compact_min)``, so the sets live mostly in columns.
+    compact_min: int | None = None
 
     def __repr__(self) -> str:
         return self.name
+
+    def configured(self) -> AbstractContextManager[None]:
+        """Where this kind's values are built and joined (wrap a test's body in it)."""
+        return nullcontext() if self.compact_min is None else columns_from(self.compact_min, scan_below=0)
 
 
 def _apply_orset(s: ORSet, m: ReferenceORSet, actor: str, op: tuple[str, int]) -> tuple[Any, Any]:
@@ -55,6 +82,15 @@ ORSET = Kind(
     st.tuples(st.sampled_from(["add", "add", "remove"]), elements),
     _apply_orset,
 )
+#: The same ORSet, its elements moved into the columns from two recent ones, removals found by index.
+ORSET_COLUMNS = Kind(
+    "ORSet-columns",
+    ORSet,
+    lambda log: ReferenceORSet(),
+    st.tuples(st.sampled_from(["add", "add", "remove"]), elements),
+    _apply_orset,
+    compact_min=2,
+)
 GCOUNTER = Kind(
     "GCounter",
     GCounter,
@@ -69,7 +105,7 @@ PNCOUNTER = Kind(
     st.tuples(st.sampled_from(["inc", "dec"]), amounts),
     _apply_counter,
 )
-KINDS = [ORSET, GCOUNTER, PNCOUNTER]
+KINDS = [ORSET, ORSET_COLUMNS, GCOUNTER, PNCOUNTER]
 
 
 @st.composite

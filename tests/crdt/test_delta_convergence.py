@@ -48,6 +48,11 @@ def lossy_runs(draw: st.DrawFn, kind: Kind) -> tuple[list[Any], list[Any], list[
 @pytest.mark.parametrize("kind", KINDS, ids=repr)
 @given(data=st.data())
 def test_lossy_deltas_then_anti_entropy_converge_to_the_full_join(kind: Kind, data: st.DataObject) -> None:
+    with kind.configured():
+        converge(kind, data)
+
+
+def converge(kind: Kind, data: st.DataObject) -> None:
     replicas, models, _ = data.draw(lossy_runs(kind))
     full_join = kind.new()
     for replica in replicas:

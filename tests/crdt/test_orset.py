@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import crdt.orset
 from crdt import ORSet
+from tests.crdt.kinds import columns_from
 
 
 def test_api_in_one_breath() -> None:
@@ -36,14 +37,21 @@ def test_actor_names_are_checked(bad: object) -> None:
         ORSet().add(bad, 1)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("compact_min", [crdt.orset.COMPACT_MIN, 32])
 @given(
     st.lists(st.integers(0, 400), min_size=100, max_size=300, unique=True),
     st.lists(st.tuples(st.sampled_from(["remove", "add"]), st.integers(0, 400)), max_size=60),
 )
 def test_removals_found_by_index_equal_removals_found_by_scan(
-    users: list[int], ops: list[tuple[str, int]]
+    compact_min: int, users: list[int], ops: list[tuple[str, int]]
 ) -> None:
-    """Big sets find a peer's removals through the dot index; small sets scan. Same answer."""
+    """Big sets find a peer's removals through the dot index; small sets scan. Same answer, with the
+    set in a dict or (``compact_min`` 32) mostly in columns."""
+    with columns_from(compact_min):
+        removals_by_index_and_by_scan(users, ops)
+
+
+def removals_by_index_and_by_scan(users: list[int], ops: list[tuple[str, int]]) -> None:
     source = ORSet()
     for user in users:
         source.add("a", user)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import crdt.orset
 from crdt import ORSet, decode, encode
-from tests.crdt.kinds import ORSET, histories
+from tests.crdt.kinds import ORSET, ORSET_COLUMNS, Kind, histories
 
 
-@given(histories(ORSET), st.sampled_from([1, 2, 3, 7, 4096]))
-def test_packed_wire_is_the_bytes_of_to_wire(
-    replicas_and_deltas: tuple[list[ORSet], list[ORSet]], chunk: int
-) -> None:
-    replicas, deltas = replicas_and_deltas
+@pytest.mark.parametrize("kind", [ORSET, ORSET_COLUMNS], ids=repr)
+@given(data=st.data(), chunk=st.sampled_from([1, 2, 3, 7, 4096]))
+def test_packed_wire_is_the_bytes_of_to_wire(kind: Kind, data: st.DataObject, chunk: int) -> None:
+    with kind.configured():
+        replicas, deltas = data.draw(histories(kind))
     original = crdt.orset.PACK_CHUNK
     crdt.orset.PACK_CHUNK = chunk
     try:

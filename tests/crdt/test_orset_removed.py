@@ -1,26 +1,29 @@
-"""``ORSet.merge(other, removed)`` reports exactly the elements the join took out."""
+"""``ORSet.merge(other, removed, added)`` reports exactly the elements the join took out and brought in."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt import ORSet
-from tests.crdt.kinds import ORSET, histories
+from tests.crdt.kinds import ORSET, ORSET_COLUMNS, Kind, columns_from, histories
 
 
-@given(histories(ORSET), st.data())
-def test_merge_reports_exactly_what_it_removed(
-    replicas_and_deltas: tuple[list[ORSet], list[ORSet]], data: st.DataObject
-) -> None:
-    replicas, deltas = replicas_and_deltas
-    for other in [*replicas, *deltas]:
-        target = data.draw(st.sampled_from(replicas)).copy()
-        before = target.value()
-        removed: list[int] = []
-        target.merge(other, removed)
-        assert sorted(removed) == sorted(before - target.value())
-        assert len(removed) == len(set(removed))
+@pytest.mark.parametrize("kind", [ORSET, ORSET_COLUMNS], ids=repr)
+@given(data=st.data())
+def test_merge_reports_exactly_what_it_removed_and_added(kind: Kind, data: st.DataObject) -> None:
+    with kind.configured():
+        replicas, deltas = data.draw(histories(kind))
+        for other in [*replicas, *deltas]:
+            target = data.draw(st.sampled_from(replicas)).copy()
+            before = target.value()
+            removed: list[int] = []
+            added: list[int] = []
+            target.merge(other, removed, added)
+            assert sorted(removed) == sorted(before - target.value())
+            assert sorted(added) == sorted(target.value() - before)
+            assert len(removed) == len(set(removed)) and len(added) == len(set(added))
 
 
 @given(
@@ -28,13 +31,14 @@ def test_merge_reports_exactly_what_it_removed(
     st.lists(st.integers(0, 400), max_size=60),
 )
 def test_a_big_set_reports_the_removals_it_finds_by_index(users: list[int], gone: list[int]) -> None:
-    target = ORSet()
-    for user in users:
-        target.add("a", user)
-    peer = target.copy()
-    delta = ORSet()
-    for user in gone:
-        delta.merge(peer.remove(user))
-    removed: list[int] = []
-    target.merge(delta, removed)
+    with columns_from(32):  # most of the set in columns: the index lists their elements too
+        target = ORSet()
+        for user in users:
+            target.add("a", user)
+        peer = target.copy()
+        delta = ORSet()
+        for user in gone:
+            delta.merge(peer.remove(user))
+        removed: list[int] = []
+        target.merge(delta, removed)
     assert sorted(removed) == sorted(set(gone) & set(users))

@@ -6,13 +6,14 @@ equals its reference model's value for the same deliveries, and encodings round-
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from crdt import decode, encode
-from tests.crdt.kinds import GCOUNTER, ORSET, PNCOUNTER, Kind
+from tests.crdt.kinds import GCOUNTER, ORSET, ORSET_COLUMNS, PNCOUNTER, Kind
 
 REPLICAS = 3
 
@@ -92,6 +93,23 @@ class ORSetMachine(CRDTMachine):
     kind = ORSET
 
 
+class ORSetColumnsMachine(CRDTMachine):
+    """The ORSet with its elements in the columns (``ORSET_COLUMNS``) for the whole run."""
+
+    kind = ORSET_COLUMNS
+
+    def __init__(self) -> None:
+        self.layout = ExitStack()
+        self.layout.enter_context(self.kind.configured())
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.layout.close()
+
+
 class GCounterMachine(CRDTMachine):
     kind = GCOUNTER
 
@@ -101,5 +119,6 @@ class PNCounterMachine(CRDTMachine):
 
 
 TestORSetMachine = ORSetMachine.TestCase
+TestORSetColumnsMachine = ORSetColumnsMachine.TestCase
 TestGCounterMachine = GCounterMachine.TestCase
 TestPNCounterMachine = PNCounterMachine.TestCase
