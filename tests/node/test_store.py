@@ -294,6 +294,30 @@ operations = st.lists(
 )
 
 
+def play(
+    stores: dict[str, LikeStore],
+    keys: list[ItemKey],
+    outbox: dict[str, list[tuple[bytes, bytes]]],
+    step: tuple[str, str, int, int, str],
+) -> None:
+    """One step of ``operations``: a like, an unlike, a full state shipped to a peer (anti-entropy),
+    or the deltas so far gossiped to a peer (sometimes skipping one: lost in transit)."""
+    name, op, item, user, peer = step
+    store = stores[name]
+    if op == "like":
+        store.like(keys[item], user)
+    elif op == "unlike":
+        store.unlike(keys[item], user)
+    elif op == "repair":
+        state = store.state(keys[item].to_bytes())
+        if state is not None:
+            stores[peer].merge(keys[item].to_bytes(), state)
+    else:
+        outbox[name].extend(store.drain_deltas())
+        for raw, payload in outbox[name][item % 2 :]:
+            stores[peer].merge(raw, payload)
+
+
 @given(operations)
 def test_the_reverse_index_always_agrees_with_the_liker_sets(
     ops: list[tuple[str, str, int, int, str]],
@@ -301,20 +325,8 @@ def test_the_reverse_index_always_agrees_with_the_liker_sets(
     stores = {name: LikeStore(f"{name}-0000000000000000.1") for name in "abc"}
     keys = [ItemKey("post", i) for i in range(4)]
     outbox: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in stores}
-    for name, op, item, user, peer in ops:
-        store = stores[name]
-        if op == "like":
-            store.like(keys[item], user)
-        elif op == "unlike":
-            store.unlike(keys[item], user)
-        elif op == "repair":  # anti-entropy ships one full state
-            state = store.state(keys[item].to_bytes())
-            if state is not None:
-                stores[peer].merge(keys[item].to_bytes(), state)
-        else:
-            outbox[name].extend(store.drain_deltas())
-            for raw, payload in outbox[name][item % 2 :]:  # sometimes skip one: lost in transit
-                stores[peer].merge(raw, payload)
+    for step in ops:
+        play(stores, keys, outbox, step)
         for checked in stores.values():
             assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
             assert checked.likes == sum(checked.count(key) for key in keys)

@@ -8,7 +8,7 @@ from hypothesis import given
 from crdt import ORSet
 from node.item import ItemKey
 from node.store import LikeStore
-from tests.node.test_store import index_of, operations, sync, truth_of
+from tests.node.test_store import index_of, operations, play, sync, truth_of
 
 POST = ItemKey("post", 1)
 PHOTO = ItemKey("photo", 7)
@@ -80,20 +80,8 @@ def test_the_reverse_index_agrees_with_the_liker_sets_across_hot_and_cold(
     stores = {name: LikeStore(f"{name}-0000000000000000.1", hot_item_likes=4) for name in "abc"}
     keys = [ItemKey("post", i) for i in range(4)]
     outbox: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in stores}
-    for name, op, item, user, peer in ops:
-        store = stores[name]
-        if op == "like":
-            store.like(keys[item], user)
-        elif op == "unlike":
-            store.unlike(keys[item], user)
-        elif op == "repair":
-            state = store.state(keys[item].to_bytes())
-            if state is not None:
-                stores[peer].merge(keys[item].to_bytes(), state)
-        else:
-            outbox[name].extend(store.drain_deltas())
-            for raw, payload in outbox[name][item % 2 :]:
-                stores[peer].merge(raw, payload)
+    for step in ops:
+        play(stores, keys, outbox, step)
         for checked in stores.values():
             assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
             assert checked.likes == sum(checked.count(key) for key in keys)
