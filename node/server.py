@@ -28,6 +28,7 @@ from node.config import ClusterConfig, NodeSpec, load_config
 from node.datadir import NodeDataDir, NodeIdentity
 from node.durability import Durability
 from node.errors import ConfigError, StartupError
+from node.heap import one_arena, trim_periodically
 from node.keyring_api import add_keyring_routes
 from node.lane import LaneSite
 from node.logs import configure_logging
@@ -153,6 +154,7 @@ def build_node_app(
         max_backoff=config.checkpoint.max_backoff_ms / 1000,
     )
     app.cleanup_ctx.append(_checkpoints)
+    app.cleanup_ctx.append(_trim_heap)
     if parent_pid is not None:
         app[PARENT_PID] = parent_pid
         app.cleanup_ctx.append(_exit_with_parent)
@@ -189,6 +191,15 @@ async def _gossip(app: web.Application) -> AsyncIterator[None]:
     await gossiper.stop()
 
 
+async def _trim_heap(app: web.Application) -> AsyncIterator[None]:
+    """Freed memory goes back to the OS every few seconds (``node.heap``)."""
+    task = asyncio.create_task(trim_periodically(), name="heap trim")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _exit_with_parent(app: web.Application) -> AsyncIterator[None]:
     """Stop this node if the ``likes up`` that started it disappears, even by ``kill -9``."""
     parent = app[PARENT_PID]
@@ -215,6 +226,7 @@ def run_node(
     spec = config.node(name)
     keys = config.security.resolve_keys()
     configure_logging(name, log_format)
+    one_arena()  # before the log's and the checkpoint's threads (node.heap)
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         identity = data_dir.claim_identity()
         log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
