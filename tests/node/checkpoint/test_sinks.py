@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,53 @@ async def test_sqlite_reopens_the_same_file(sqlite_sink: SqliteSink, sqlite_path
         assert await again.read_item(ItemKey("post", 1)) == (1, {2**64 - 1})
     finally:
         await again.close()
+
+
+#: like_records as earlier SQLite files have it: MySQL's two keys.
+_MYSQL_KEYED_LIKE_RECORDS = """
+CREATE TABLE like_records (
+    id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, content_id INTEGER NOT NULL,
+    content_type TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    is_canceled INTEGER NOT NULL DEFAULT 0,
+    CONSTRAINT uk_user_content UNIQUE (user_id, content_id, content_type)
+);
+CREATE INDEX idx_content ON like_records (content_id, content_type);
+"""
+
+
+async def test_sqlite_keys_lead_with_the_item_and_a_file_with_mysqls_keys_still_works(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh.sqlite"
+    sink = SqliteSink(fresh)
+    await sink.open()
+    await sink.close()
+    with closing(sqlite3.connect(fresh)) as db:
+        indexes = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'like_records'"
+        )
+        (index,) = [name for (name,) in indexes]
+        assert [row[2] for row in db.execute(f"PRAGMA index_info({index})")] == [
+            "content_id",
+            "content_type",
+            "user_id",
+        ]
+    older = tmp_path / "older.sqlite"
+    with closing(sqlite3.connect(older)) as db:
+        db.executescript(_MYSQL_KEYED_LIKE_RECORDS)
+    sink, key = SqliteSink(older), ItemKey("post", 3)
+    try:
+        for batch in (
+            [ItemCheckpoint(key, 3, liked(range(3)), (), {}, None)],
+            [ItemCheckpoint(key, 1, {}, [0, 1], {}, None)],
+            [ItemCheckpoint(key, 2, liked(range(1, 2), T0 + 5), (), {}, None)],  # a re-like
+        ):
+            await sink.write(batch)
+        assert await sink.read_item(key) == (2, {1, 2})
+    finally:
+        await sink.close()
+    with closing(sqlite3.connect(older)) as db:
+        assert db.execute("SELECT COUNT(*) FROM like_records").fetchone() == (3,)  # no duplicate rows
 
 
 async def test_like_records_has_the_schema_the_like_services_use(
