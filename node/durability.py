@@ -162,7 +162,9 @@ class Durability:
             chunks: list[list[Pair]] = []  # captured now: later writes are in the new segment
             keys = list(self.store.item_keys())
             for start in range(0, len(keys), SNAPSHOT_SLICE):
-                chunk = [(raw, self.store.state(raw)) for raw in keys[start : start + SNAPSHOT_SLICE]]
+                chunk = [
+                    (raw, await self.store.state_aside(raw)) for raw in keys[start : start + SNAPSHOT_SLICE]
+                ]
                 chunks.append([(raw, state) for raw, state in chunk if state is not None])
                 await asyncio.sleep(0)
             written = await asyncio.to_thread(self.wal.install_snapshot, covered, iter(chunks))

@@ -35,6 +35,7 @@ from node.item import (
     decode_item,
     decode_like,
     encode_item,
+    encode_item_aside,
     encode_like,
 )
 
@@ -423,6 +424,11 @@ class LikeStore:
         """The item's full payload, or None if this node has never heard of it."""
         item = self._items.get(key)
         return None if item is None else encode_item(item)
+
+    async def state_aside(self, key: bytes) -> bytes | None:
+        """``state``, a big item's encoded off the event loop (``encode_item_aside``)."""
+        item = self._items.get(key)
+        return None if item is None else await encode_item_aside(item)
 
     def merge(self, key: bytes, payload: bytes) -> None:
         """Join a peer's delta or state into the item; PayloadError (and no change) if invalid."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import node.item
 from crdt import ORSet, PNCounter, encode
 from node.errors import ItemCodecError
-from node.item import MAX_ID, Item, ItemKey, decode_item, encode_item
+from node.item import MAX_ID, Item, ItemKey, decode_item, encode_item, encode_item_aside
 
 content_types = st.from_regex(r"[a-z][a-z0-9_]{0,19}", fullmatch=True)
 ids = st.integers(0, MAX_ID)
@@ -113,3 +117,40 @@ def test_unlike_deltas_name_their_users_and_states_name_none() -> None:
     delta = Item(likers=item.likers.remove(5), unliked={5})
     assert decode_item(encode_item(delta), max_bytes=1 << 20).unliked == {5}
     assert decode_item(encode_item(item), max_bytes=1 << 20).unliked == set()
+
+
+async def test_a_big_item_is_encoded_beside_the_event_loop_from_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(node.item, "ASIDE_LIKES", 50)
+    encoders: list[int] = []
+
+    def recording(item: Item) -> bytes:
+        encoders.append(threading.get_ident())
+        return encode_item(item)
+
+    monkeypatch.setattr(node.item, "encode_item", recording)
+    small, big = Item(), Item(counters={"views": PNCounter()})
+    small.likers.add("n1", 1)
+    for user in range(200):
+        big.likers.add("n1" if user % 2 else "n2", user)
+    big.likers.remove(7)
+    big.counters["views"].increment("n1", 3)
+    expected = encode_item(big)
+    pending = asyncio.ensure_future(encode_item_aside(big))
+    await asyncio.sleep(0)  # the copy is taken: changes from now on are not in the bytes
+    big.likers.add("n1", 10_000)
+    assert await pending == expected
+    assert await encode_item_aside(small) == encode_item(small)
+    assert encoders == [encoders[0], threading.get_ident()]
+    assert encoders[0] != threading.get_ident()
+
+
+def test_a_copy_is_independent() -> None:
+    item = Item(counters={"views": PNCounter()})
+    item.likers.add("n1", 5)
+    clone = item.copy()
+    item.likers.add("n1", 6)
+    item.counters["views"].increment("n1", 1)
+    assert clone.likers.value() == {5} and clone.counters["views"].value() == 0
+    assert decode_item(encode_item(clone), max_bytes=1 << 20) == clone
