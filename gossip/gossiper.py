@@ -92,6 +92,7 @@ STAT_NAMES = (
     "anti_entropy_busy",
     "anti_entropy_sweeps",
     "anti_entropy_states_oversized",
+    "anti_entropy_states_deferred",
     "probes",
     "probe_failures",
     "members_suspected",

@@ -59,6 +59,7 @@ GOSSIP_HELP = {
     "anti_entropy_busy": "Anti-entropy rounds sat out because the index was still catching up.",
     "anti_entropy_sweeps": "Rounds with every alive peer at once, started when a burst of changes settled.",
     "anti_entropy_states_oversized": "Item states not shipped by anti-entropy because one exceeds a frame.",
+    "anti_entropy_states_deferred": "States over 1 MiB anti-entropy left to deltas while the item changed.",
     "probes": "SWIM probes sent.",
     "probe_failures": "SWIM probes that got no ack, direct or indirect.",
     "members_suspected": "Times a member was marked suspect.",
