@@ -35,6 +35,9 @@ window opens at its own offset in the period (on the wall clock, so members agre
 under a load that keeps a thousand items changing, opening every window at once made each member
 ship and merge every hot item's state in the same two seconds, a stall of about a second for every
 like in flight (``peak``: p99 1.0-1.8 s); staggered, a fifth of the hot keys are repaired at a time.
+A hot key whose state is heavy (``HEAVY_STATE_BYTES``, by ``Replica.weight``) is not repaired in its
+windows: digesting, encoding and joining a viral post's megabytes every period stalled every member,
+while its deltas were bringing the same likes; it is repaired by state once it settles.
 A key merged from a peer's full state does not settle: no delta of it is in flight, and the join
 should go on to the members still lacking it.
 
@@ -93,21 +96,13 @@ SETTLING = b""
 OVERSIZED_BACKOFF = 300.0
 #: Keys remembered as oversized at most (past it, the expired ones are forgotten).
 MAX_OVERSIZED = 1024
-#: A state larger than this (bytes, about 70,000 likes) of a key that is still changing is not shipped
-#: either, and the key is left to deltas in its repair windows for ``OVERSIZED_BACKOFF`` seconds; it is
-#: repaired once it settles. Repairing a hot post by state in every window meant, every 30 s, its
-#: digest and its encoding on every member and the join of a state of hundreds of thousands of likes
-#: on the others: stalls of 0.4-1.8 s for every like in flight (``hot-post``: p99 227-321 ms).
+#: A key whose state weighs more than this (``Replica.weight``, bytes: about 70,000 likes) is left to
+#: deltas while it changes, repair windows included, and repaired by state once it settles; its
+#: state is not shipped while it changes either. Repairing a hot post by state in every window
+#: meant, every 30 s, its digest and its encoding on every member and the join of a state of
+#: hundreds of thousands of likes on the others: stalls of 0.4-1.8 s for every like in flight
+#: (``hot-post``: p99 227-321 ms).
 HEAVY_STATE_BYTES = 1 << 20
-
-
-def _back_off(keys: dict[bytes, float], key: bytes, now: float) -> dict[bytes, float]:
-    """``keys`` with ``key`` held off for ``OVERSIZED_BACKOFF`` seconds from ``now`` (past
-    ``MAX_OVERSIZED`` keys, the expired ones are forgotten first)."""
-    if len(keys) >= MAX_OVERSIZED:
-        keys = {k: until for k, until in keys.items() if until > now}
-    keys[key] = now + OVERSIZED_BACKOFF
-    return keys
 
 
 class AntiEntropy:
@@ -155,9 +150,6 @@ class AntiEntropy:
         self._unswept = False
         #: Keys whose state did not fit in a frame, and until when (monotonic seconds) to skip them.
         self._oversized: dict[bytes, float] = {}
-        #: Keys whose state was too heavy to ship while they changed, and until when to leave them
-        #: to deltas in their repair windows.
-        self._heavy: dict[bytes, float] = {}
 
     # -- the index --------------------------------------------------------------------------------
 
@@ -332,17 +324,17 @@ class AntiEntropy:
         for key in keys:
             if self._oversized.get(key, 0.0) > now:
                 continue
+            if key in self._changed_at and self._replica.weight(key) > HEAVY_STATE_BYTES:
+                self._counters["anti_entropy_states_deferred"] += 1
+                continue
             state = self._replica.state(key)
             if state is None:
                 continue
-            cost = bytes_cost(key, state)
-            if cost > self._budget:
+            if bytes_cost(key, state) > self._budget:
                 self._counters["anti_entropy_states_oversized"] += 1
-                self._oversized = _back_off(self._oversized, key, now)
-                continue
-            if cost > HEAVY_STATE_BYTES and key in self._changed_at:
-                self._counters["anti_entropy_states_deferred"] += 1
-                self._heavy = _back_off(self._heavy, key, now)
+                if len(self._oversized) >= MAX_OVERSIZED:
+                    self._oversized = {k: until for k, until in self._oversized.items() if until > now}
+                self._oversized[key] = now + OVERSIZED_BACKOFF
                 continue
             parts.append((key, state))
         parts.extend((key, None) for key in want)
@@ -376,15 +368,18 @@ class AntiEntropy:
         if repair_window:
             clock, hot, leaf_of = time.time(), now - self._repair_period, self._leaf_of
             period, window = self._repair_period, self._repair_window
-            oversized, heavy = self._oversized, self._heavy
+            oversized, weight = self._oversized, self._replica.weight
             # A hot key whose state is too large to ship, or too heavy to ship while it changes,
             # keeps settling in its window too: digesting it (a second of CPU for a viral post)
             # could only find a difference no state will repair.
-            return lambda key: changed_at.get(key, 0.0) >= horizon and (
-                since.get(key, now) > hot
-                or not in_repair_window(leaf_of[key], clock, period, window)
-                or oversized.get(key, 0.0) > now
-                or heavy.get(key, 0.0) > now
+            return lambda key: (
+                changed_at.get(key, 0.0) >= horizon
+                and (
+                    since.get(key, now) > hot
+                    or not in_repair_window(leaf_of[key], clock, period, window)
+                    or oversized.get(key, 0.0) > now
+                    or weight(key) > HEAVY_STATE_BYTES
+                )
             )
         return lambda key: changed_at.get(key, 0.0) >= horizon
 

@@ -37,6 +37,11 @@ class Replica(Protocol):
         """The key's full encoded state, or None when the key is unknown."""
         ...
 
+    def weight(self, key: bytes) -> int:
+        """About how many bytes ``state(key)`` would be, without encoding it (0 when unknown): a
+        hot key too heavy to repair by state is left to deltas until it settles."""
+        ...
+
     def merge(self, key: bytes, payload: bytes) -> None:
         """Join a delta or a full state into the key; raise ``gossip.errors.PayloadError`` if invalid."""
         ...

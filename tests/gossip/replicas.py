@@ -71,6 +71,9 @@ class GrowOnlySets:
         values = self.sets.get(key)
         return None if values is None else encode(values)
 
+    def weight(self, key: bytes) -> int:
+        return 9 * len(self.sets.get(key, ()))  # msgpack: up to 9 bytes an int
+
     def merge(self, key: bytes, payload: bytes) -> None:
         try:
             values = msgpack.unpackb(payload)

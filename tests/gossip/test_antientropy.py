@@ -433,30 +433,34 @@ def test_a_hot_key_too_large_to_ship_keeps_settling_in_its_repair_window(
 def test_a_heavy_state_is_left_to_deltas_while_it_changes_and_shipped_once_it_settles(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A hot post's state is megabytes: shipping it in every repair window cost every member its
+    """A hot post's state is megabytes: repairing it in every repair window cost every member its
     digest and encoding, and each peer the join, while deltas were bringing the same likes. So while
-    the key changes a heavy state is not shipped (counted) and the key settles through its windows;
-    once it settles, it is repaired by state like any other."""
+    a heavy key changes it settles through its windows and its state is not shipped (counted, and not
+    even encoded); once it settles, it is repaired by state like any other."""
     monkeypatch.setattr(antientropy, "HEAVY_STATE_BYTES", 1_000)
     a, b, sent = _wired_pair()
     a.noting_changes = True
     a._replica.load({b"viral": set(range(10**9, 10**9 + 500)), b"light": {1}})  # type: ignore[attr-defined]
+    encoded: list[bytes] = []
+    state = a._replica.state
+    monkeypatch.setattr(a._replica, "state", lambda key: encoded.append(key) or state(key))
     a.refresh()
+    # In its repair window, a key hot for a whole period is left to deltas if it is heavy.
+    period = a._repair_period
+    monkeypatch.setattr(time, "monotonic", lambda: 10_000.0 + period)
+    for key in (b"viral", b"light"):
+        a._changed_at[key] = 10_000.0 + period
+        a._settling_since[key] = 10_000.0
+        a._leaf_of[key] = bucket_of(key)
+    for key in (b"viral", b"light"):
+        monkeypatch.setattr(time, "time", lambda key=key: bucket_of(key) * period / LEAVES + 0.01)
+        assert a._settling()(key) is (key == b"viral")
     peer = ("127.0.0.1", 7002)
     a._ship(peer, [b"viral", b"light"], ())
     (shipped,) = sent
     assert isinstance(shipped, States) and [key for key, _ in shipped.states] == [b"light"]
+    assert encoded == [b"light"]
     assert a._counters["anti_entropy_states_deferred"] == 1
-    # In its repair window, a key hot for a whole period is left to deltas while held off.
-    period = a._repair_period
-    monkeypatch.setattr(time, "monotonic", lambda: 10_000.0 + period)
-    a._changed_at[b"viral"] = 10_000.0 + period
-    a._settling_since[b"viral"] = 10_000.0
-    monkeypatch.setattr(time, "time", lambda: bucket_of(b"viral") * period / LEAVES + 0.01)
-    a._heavy[b"viral"] = 10_000.0 + period + 1.0
-    assert a._settling()(b"viral")
-    a._heavy.clear()
-    assert not a._settling()(b"viral")  # without the hold, its window repairs it
     # Settled (no longer changing): shipped, heavy or not.
     del a._changed_at[b"viral"]
     a._ship(peer, [b"viral"], ())
