@@ -274,9 +274,9 @@ class ApiSettings:
     #: client is its valid API token, else its remote address. The default is above what one node
     #: serves, so it never throttles the benchmarks (one loopback client); lower it to a client's
     #: fair share where clients are many.
-    client_rate: int = _bounded(20_000, 0, 100_000_000)
+    client_rate: int = _bounded(100_000, 0, 100_000_000)
     #: Requests one client may make at once, from a full bucket.
-    client_burst: int = _bounded(40_000, 1, 1_000_000_000)
+    client_burst: int = _bounded(200_000, 1, 1_000_000_000)
     #: Likes and unlikes per second of one user id on one node (path ``{user}`` or each batch op's
     #: ``user``): a person clicks a few times a second at most, a script far more.
     user_rate: int = _bounded(20, 0, 100_000_000)

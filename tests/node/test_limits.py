@@ -107,7 +107,7 @@ def config_of(api: dict[str, Any] | None = None, security: dict[str, Any] | None
 
 def test_limits_are_on_by_default_and_configurable() -> None:
     api = config_of().api
-    assert (api.client_rate, api.client_burst, api.user_rate, api.user_burst) == (20_000, 40_000, 20, 40)
+    assert (api.client_rate, api.client_burst, api.user_rate, api.user_burst) == (100_000, 200_000, 20, 40)
     api = config_of({"user_rate": 0, "client_rate": 5, "client_burst": 10}).api
     assert (api.user_rate, api.client_rate, api.client_burst) == (0, 5, 10)
 
