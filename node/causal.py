@@ -365,7 +365,10 @@ def apply_like(
     that make the user like the item; for an unlike, the dots it removed (none: nothing to name)."""
     if liking:
         result = store.like(key, user)
-        dots = tuple(TokenDot(writer, counter, False) for writer, counter in store.like_dots(key, user))
+        if result.dot is not None:  # a new like: its one dot
+            dots: tuple[TokenDot, ...] = (TokenDot(*result.dot, False),)
+        else:
+            dots = tuple(TokenDot(writer, counter, False) for writer, counter in store.like_dots(key, user))
     else:
         dots = tuple(TokenDot(writer, counter, True) for writer, counter in store.like_dots(key, user))
         result = store.unlike(key, user)

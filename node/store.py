@@ -55,12 +55,15 @@ HOT_ITEM_LIKES = 4096
 _Ordered = TypeVar("_Ordered", int, ItemKey)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LikeResult:
-    """The outcome of a like or unlike: whether it changed anything, and the count after it."""
+    """The outcome of a like or unlike: whether it changed anything, and the count after it; for a
+    like that changed something, its dot ``(writer, counter)``, which a causal token names (so the
+    answer need not look the liker up again). Not frozen: a frozen init costs more, once per like."""
 
     changed: bool
     count: int
+    dot: tuple[str, int] | None = None
 
 
 class LikeStore:
@@ -148,9 +151,10 @@ class LikeStore:
         if item is None:
             item = self._new_item(raw)
         dot = item.likers.add_dot(self._writer, user)
-        self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
+        counter = dot >> ACTOR_BITS
+        self._journal.append((raw, encode_like(self._writer, counter, user)))
         self._settle_likes(raw, [(user, dot)])
-        return LikeResult(True, len(item.likers))
+        return LikeResult(True, len(item.likers), (self._writer, counter))
 
     def unlike(self, key: ItemKey, user: int) -> LikeResult:
         """``user`` no longer likes the item; unliking what is not liked changes nothing."""
