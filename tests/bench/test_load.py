@@ -66,6 +66,14 @@ async def serve() -> AsyncIterator[Any]:
         server.close()
 
 
+def open_loop(url: str, rate: float, seconds: float, connections: int, **fields: Any) -> LoadSpec:
+    """An open-loop load of the scripted server, measured from the first request (no warm-up)."""
+    fields.setdefault("timeout", 5.0)
+    return LoadSpec(
+        urls=(url,), mode="open", rate=rate, seconds=seconds, warmup=0.0, connections=connections, **fields
+    )
+
+
 async def run_open(spec: LoadSpec) -> dict[str, Any]:
     go = threading.Event()
     go.set()
@@ -77,7 +85,7 @@ async def test_latency_runs_from_the_due_time_through_the_queue(serve: Any) -> N
     # 100/s offered, but two connections answering in 50 ms take 40/s: requests queue, and their
     # latency must include the wait, not just the 50 ms on the wire.
     script, url = await serve(0.05)
-    spec = LoadSpec(urls=(url,), mode="open", rate=100.0, seconds=0.5, warmup=0.0, connections=2, timeout=5.0)
+    spec = open_loop(url, 100.0, 0.5, 2)
     result = await run_open(spec)
     assert result["ok"] == result["requests"] == len(script.arrived) == 50
     assert result["error_count"] == 0 and result["changes_acked"] == 50
@@ -90,7 +98,7 @@ async def test_latency_runs_from_the_due_time_through_the_queue(serve: Any) -> N
 
 async def test_requests_are_dispatched_on_schedule_when_connections_are_free(serve: Any) -> None:
     script, url = await serve(0.0)
-    spec = LoadSpec(urls=(url,), mode="open", rate=200.0, seconds=0.5, warmup=0.0, connections=4, timeout=5.0)
+    spec = open_loop(url, 200.0, 0.5, 4)
     result = await run_open(spec)
     assert result["ok"] == 100 and result["error_count"] == 0
     times = [at for at, _, _ in script.arrived]
@@ -102,18 +110,7 @@ async def test_an_unlike_is_sent_only_after_its_like_was_answered(serve: Any) ->
     # An unlike falls due 32 requests (80 ms) after its like, which is answered 200 ms after it was
     # sent: every unlike has to wait for its like's answer.
     script, url = await serve(0.2)
-    spec = LoadSpec(
-        urls=(url,),
-        mode="open",
-        rate=400.0,
-        seconds=0.75,
-        warmup=0.0,
-        connections=128,
-        timeout=5.0,
-        shape="zipf",
-        items=5,
-        unlike_share=0.3,
-    )
+    spec = open_loop(url, 400.0, 0.75, 128, shape="zipf", items=5, unlike_share=0.3)
     result = await run_open(spec)
     unlikes = [(at, path) for at, method, path in script.arrived if method == b"DELETE"]
     assert unlikes and result["error_count"] == 0 and result["ok"] == len(script.arrived) == 300
@@ -124,7 +121,7 @@ async def test_an_unlike_is_sent_only_after_its_like_was_answered(serve: Any) ->
 
 async def test_a_stalled_server_fails_requests_within_the_timeout(serve: Any) -> None:
     script, url = await serve(None)
-    spec = LoadSpec(urls=(url,), mode="open", rate=100.0, seconds=0.5, warmup=0.0, connections=2, timeout=0.5)
+    spec = open_loop(url, 100.0, 0.5, 2, timeout=0.5)
     started = time.monotonic()
     result = await run_open(spec)
     assert time.monotonic() - started < 5.0
@@ -138,16 +135,7 @@ async def test_a_stalled_server_fails_requests_within_the_timeout(serve: Any) ->
 async def test_the_aiohttp_client_keeps_the_same_schedule(serve: Any) -> None:
     """The cross-check client (one task per request) follows the same schedule and accounting."""
     script, url = await serve(0.0)
-    spec = LoadSpec(
-        urls=(url,),
-        mode="open",
-        rate=200.0,
-        seconds=0.5,
-        warmup=0.0,
-        connections=4,
-        timeout=5.0,
-        client="aiohttp",
-    )
+    spec = open_loop(url, 200.0, 0.5, 4, client="aiohttp")
     result = await run_open(spec)
     assert result["ok"] == result["requests"] == len(script.arrived) == 100 and result["error_count"] == 0
     times = [at for at, _, _ in script.arrived]
