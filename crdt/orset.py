@@ -308,6 +308,20 @@ class ORSet:
         many such dots at once, cheaper than one delta per add."""
         check_element(element)
         dot = self._cc.next_dot(actor_index(actor))
+        self.insert(element, dot)
+        return dot
+
+    def next_dot(self, actor: str) -> int:
+        """The dot ``add_dot`` would give ``actor``'s next add, without adding anything: a writer that
+        applies its adds only once they are durable mints their dots ahead with this."""
+        return self._cc.next_dot(actor_index(actor))
+
+    def insert(self, element: int, dot: int) -> None:
+        """Add ``element`` under ``dot``, a dot minted for it (``next_dot``) and seen nowhere yet; a
+        dot already in the context changes nothing, so applying an add twice is harmless."""
+        check_element(element)
+        if self._cc.covers(dot):
+            return
         self._cc.add(dot)
         entries, columns = self._entries, self._columns
         held = entries.get(element)
@@ -318,7 +332,6 @@ class ORSet:
             self._index.put(dot, element)
         if len(entries) >= (COMPACT_MIN if columns is None else columns.limit) or held is not None:
             self._tidy()
-        return dot
 
     @classmethod
     def of_dots(cls, added: Iterable[tuple[int, int]]) -> ORSet:
@@ -329,6 +342,14 @@ class ORSet:
             held = entries.get(element)
             entries[element] = dot if held is None else tuple(sorted((*_as_tuple(held), dot)))
             cc.add(dot)
+        return delta
+
+    @classmethod
+    def of_removal(cls, dots: Iterable[int]) -> ORSet:
+        """The delta of removing the adds ``dots``: they are seen, and none is held."""
+        delta = cls()
+        for dot in dots:
+            delta._cc.add(dot)
         return delta
 
     def remove(self, element: int) -> ORSet:
@@ -606,6 +627,11 @@ class ORSet:
         if held is None and self._columns is not None:
             return self._columns.dot_of(element)
         return held
+
+    def held_dots(self, element: int) -> tuple[int, ...]:
+        """The dots keeping ``element`` present, packed (empty if absent)."""
+        held = self._held(element)
+        return () if held is None else _as_tuple(held)
 
     def dots_of(self, element: int) -> tuple[tuple[str, int], ...]:
         """The ``(actor name, counter)`` of each dot keeping ``element`` present (empty if absent):

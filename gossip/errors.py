@@ -15,3 +15,12 @@ class FrameAuthError(FrameError):
 
 class PayloadError(GossipError):
     """A replica payload cannot be decoded or merged; raised by a ``Replica``."""
+
+
+class TooFewPeers(GossipError):
+    """Fewer peers are alive than a replicated write needs: it is answered at once, not awaited."""
+
+    def __init__(self, alive: int, needed: int) -> None:
+        super().__init__(f"{needed} peer(s) must confirm and {alive} is alive")
+        self.alive = alive
+        self.needed = needed

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from gossip.errors import PayloadError
+from gossip.errors import PayloadError, TooFewPeers
 from gossip.member import MemberInfo
 from gossip.messages import Message, Origin, Replicate, Replicated
 from gossip.replica import Replica
@@ -56,13 +56,13 @@ class Replicator:
 
     async def replicate(self, items: Sequence[tuple[bytes, bytes]], copies: int, timeout: float) -> int:
         """Send ``items`` to every live peer; wait until ``copies`` confirm or ``timeout`` seconds
-        pass. How many confirmed (fewer than ``copies`` when there are too few live peers)."""
+        pass. How many confirmed; TooFewPeers at once when fewer than ``copies`` peers are alive."""
         peers = self._live_peers()
         if copies <= 0:
             return 0
         if len(peers) < copies:
             self._counters["replicate_short"] += 1
-            return 0
+            raise TooFewPeers(len(peers), copies)
         seq = next(self._seq)
         waiting = self._waiting[seq] = _Waiting(frozenset(p.name for p in peers), copies)
         message = Replicate(self._origin(), seq, tuple(items))

@@ -29,12 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start every node of the cluster file that lives on this host")
     up.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
     _log_format_option(up)
+    _discard_snapshot_option(up)
 
     node = commands.add_parser("node", help="run one node in the foreground")
     node.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
     node.add_argument("--name", required=True, help="which node of the cluster file to run")
     node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     _log_format_option(node)
+    _discard_snapshot_option(node)
 
     status = commands.add_parser(
         "status", help="a table of every node: up or down, members, counts, lag, and whether they agree"
@@ -86,6 +88,15 @@ def _log_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _discard_snapshot_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--discard-damaged-snapshot",
+        action="store_true",
+        help="start a node whose log snapshot is damaged without it: the snapshot is set aside, the "
+        "log after it replayed, and the rest comes back from the other nodes (a node alone loses it)",
+    )
+
+
 def _keys(args: argparse.Namespace, config: ClusterConfig) -> int:
     """``likes keys``: the key or key id the operation names, then the operation on every node."""
     from node.keyring_api import run_keys_command
@@ -123,7 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             from node.supervisor import run_cluster
 
-            return run_cluster(args.config.resolve(), config, log_format=args.log_format)
+            return run_cluster(
+                args.config.resolve(),
+                config,
+                log_format=args.log_format,
+                discard_damaged_snapshot=args.discard_damaged_snapshot,
+            )
         if args.command == "node":
             from node.server import run_node
 
@@ -133,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.name,
                 parent_pid=os.getppid() if args.exit_with_parent else None,
                 log_format=args.log_format,
+                discard_damaged_snapshot=args.discard_damaged_snapshot,
             )
             return 0
         if args.command == "restore":

@@ -6,11 +6,13 @@ Layout of ``<data_dir>/<name>/``:
 - ``actor``: the node's actor id, ``<name>-<16 random hex digits>``, created when absent. A node whose
   data directory is gone therefore starts under a new actor id: reusing an id after losing its state
   would let the new writes vanish under the max-merge of peers that saw the old ones.
-- ``incarnation``: how many times the node has started. Each start writes under
-  ``<actor>.<incarnation>``, a fresh writer id, even though the write-ahead log (``wal/``) restores
-  every acknowledged write: a delta can reach peers before its own log record is fsynced, and a crash
-  in between would otherwise let the next run hand the same dot to another like, which max-merge
-  would silently drop. The cost is one version-vector entry per restart.
+- ``incarnation``: the node writes under ``<actor>.<incarnation>``. No dot leaves a node before its
+  log record is durable, so a start whose log replayed whole resumes the writer id: every dot it ever
+  handed out is back in its state, and the next ones follow them. A start that cut or skipped
+  damaged records, or found no log at all, may have lost dots that peers hold, so it takes the next
+  incarnation (handing such a dot to another like would let max-merge drop one of them silently);
+  so does a log that failed and takes writes again. A node whose snapshot was discarded takes a new
+  actor id altogether.
 """
 
 from __future__ import annotations
@@ -81,10 +83,14 @@ class NodeDataDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def claim_identity(self) -> NodeIdentity:
-        """Read or create the actor id and start a new incarnation (durably, before any write)."""
+    def claim_identity(self, *, resume: bool = False, new_actor: bool = False) -> NodeIdentity:
+        """Read or create the actor id and the incarnation (durably, before any write): the last
+        incarnation again when ``resume``, else the next; a new actor id when ``new_actor``."""
         if self._lock_fd is None:
             raise DataDirError(f"{self.path}: the data directory is not open")
+        if new_actor:
+            self._remove("actor")
+            self._remove("incarnation")
         actor = self._read("actor")
         if actor is None:
             actor = f"{self.name}-{secrets.token_hex(8)}"
@@ -95,11 +101,18 @@ class NodeDataDir:
         if previous is None:
             incarnation = 1
         elif previous.isascii() and previous.isdigit() and int(previous) < MAX_INCARNATION:
-            incarnation = int(previous) + 1
+            incarnation = int(previous) + (0 if resume else 1)
         else:
             raise DataDirError(f"{self.path / 'incarnation'}: not an incarnation number: {previous!r}")
-        self._write("incarnation", str(incarnation))
+        if str(incarnation) != previous:
+            self._write("incarnation", str(incarnation))
         return NodeIdentity(actor=actor, incarnation=incarnation)
+
+    def _remove(self, name: str) -> None:
+        try:
+            (self.path / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise DataDirError(f"{self.path / name}: cannot remove: {exc}") from exc
 
     def _read(self, name: str) -> str | None:
         try:

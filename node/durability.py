@@ -1,10 +1,17 @@
 """When a write may be acknowledged: durable in the local log, and replicated as its level asks.
 
+A write is staged in the store, logged, and applied only once its record is durable: before that no
+read, delta, checkpoint or snapshot sees it, so a write whose record fails (a full or failing disk)
+is dropped unapplied and answered 503 ``not_durable``: it changed nothing anywhere. The log then
+refuses writes; this node probes the disk every ``PROBE_INTERVAL`` and takes writes again, in a new
+log segment and under a new writer id (no dot of a refused write is minted twice), once it can.
+
 Write levels (``?w=``): ``1`` (default) acknowledges once the write's log record is fsynced here;
 ``majority`` and ``all`` also wait until enough peers confirm they merged it (counting this node, a
-majority of the nodes in the cluster file, or all of them). The fsync and the peers' receipts are
-awaited together. A level not met within ``api.write_timeout_ms`` is a 503 ``write_timeout`` that
-says the write is durable here and may still reach the others: a timeout, never a loss.
+majority of the nodes in the cluster file, or all of them); the write goes to them once durable here.
+A level not met within ``api.write_timeout_ms`` is a 503 ``write_timeout`` that says the write is
+durable here and may still reach the others: a timeout, never a loss. Too few live peers to meet it
+is the same answer, given at once.
 
 A write that changed nothing (a retried like, say) has no delta of its own, so at ``majority`` or
 ``all`` the item's full state goes to the peers instead: the retry then confirms what the first try
@@ -20,10 +27,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from gossip.errors import TooFewPeers
 from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
 from node.item import ItemKey
-from node.store import LikeStore
+from node.store import LikeStore, Write
 from node.wal import Pair, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,8 @@ SNAPSHOT_SLICE = 2_000
 #: How often the log size is compared with the snapshot threshold, in seconds.
 SNAPSHOT_CHECK_INTERVAL = 1.0
 WRITE_LEVELS = ("1", "majority", "all")
+#: Seconds between probes of a failed log's disk.
+PROBE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +80,15 @@ class Durability:
         cluster_size: int,
         write_timeout: float,
         snapshot_bytes: int,
+        new_writer: Callable[[], str] | None = None,
     ) -> None:
+        store.stage_writes = True
         self.store = store
         self.wal = wal
+        wal.on_failure = self._log_failed
+        #: A fresh writer id for this node, claimed durably (``NodeDataDir.claim_identity``).
+        self._new_writer = new_writer or _suffixed(store.writer)
+        self._recovering: asyncio.Task[None] | None = None
         self._replicate = replicate
         self._announce = announce
         self._cluster_size = cluster_size
@@ -92,32 +109,36 @@ class Durability:
         after the writes, with no await in between.
         """
         pairs = self.store.drain_journal()
-        if pairs:
-            self._announce()  # gossip pushes the deltas while the log record is being fsynced
+        durable = self._log(pairs)
         try:
-            await self._commit(level, touched, pairs)
+            if durable is not None:
+                await durable
         except DataDirError as exc:
             raise not_durable(exc) from exc
+        if level.peers:
+            await self._replicate_level(level, touched, pairs)
 
     def commit_local(self) -> asyncio.Future[None] | None:
         """``commit`` at level 1 without a coroutine, for the like lane (``node.lane``): the future of
-        the log record of the writes just applied (None when they changed nothing); it fails with
+        the log record of the writes just staged (None when they changed nothing); it fails with
         ``DataDirError`` (see ``not_durable``) if the record could not be made durable."""
-        pairs = self.store.drain_journal()
+        return self._log(self.store.drain_journal())
+
+    def _log(self, pairs: list[Pair]) -> asyncio.Future[None] | None:
+        """Log the writes just staged; they apply once durable."""
+        writes = self.store.drain_writes()
         if not pairs:
             return None
-        self._announce()
-        try:
-            return self.wal.append(pairs)
-        except DataDirError as exc:
-            raise not_durable(exc) from exc
+        return self.wal.append(pairs, partial(self._apply, writes))
 
-    async def _commit(self, level: WriteLevel, touched: Sequence[ItemKey], pairs: list[Pair]) -> None:
-        durable = self.wal.append(pairs) if pairs else None
-        if level.peers == 0:
-            if durable is not None:
-                await durable
-            return
+    def _apply(self, writes: list[Write]) -> None:
+        """The writes' record is durable: apply them, and let gossip push their deltas now."""
+        self.store.apply(writes)
+        self._announce()
+
+    async def _replicate_level(
+        self, level: WriteLevel, touched: Sequence[ItemKey], pairs: list[Pair]
+    ) -> None:
         shipped = {key for key, _ in pairs}
         unchanged = [raw for raw in dict.fromkeys(k.to_bytes() for k in touched) if raw not in shipped]
         items = list(pairs)
@@ -125,14 +146,55 @@ class Durability:
             state = self.store.state(raw)
             if state is not None:
                 items.append((raw, state))
-        replicated = self._replicate(items, level.peers, self._write_timeout) if items else _zero()
-        confirmed = await replicated if durable is None else (await asyncio.gather(durable, replicated))[1]
-        if items and confirmed < level.peers:
+        if not items:
+            return
+        try:
+            confirmed = await self._replicate(items, level.peers, self._write_timeout)
+        except TooFewPeers as exc:
+            raise WriteTimeout(
+                f"w={level.name}: {exc.needed} peer(s) must confirm and only {exc.alive} "
+                f"{'is' if exc.alive == 1 else 'are'} alive, so this answer did not wait; the write is "
+                "durable on this node and reaches the others when they are back"
+            ) from exc
+        if confirmed < level.peers:
             raise WriteTimeout(
                 f"w={level.name}: {confirmed} of the {level.peers} peer(s) needed confirmed within "
                 f"{self._write_timeout * 1000:.0f} ms; the write is durable on this node and may still "
                 "reach the others"
             )
+
+    # -- a failed log ---------------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes writes."""
+        return self.wal.failure is None
+
+    def _log_failed(self, reason: str) -> None:
+        """A log record failed (on the event loop, before its writers hear it): drop every staged
+        write unapplied, refuse writes, and probe the disk until it takes them again."""
+        self.store.discard_staged()
+        self.store.refuse_writes(f"{reason}; this node takes writes again once its disk does")
+        if self._recovering is None:
+            self._recovering = asyncio.get_running_loop().create_task(self._recover(), name="log recovery")
+
+    async def _recover(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(PROBE_INTERVAL)
+                if not await self.wal.recover():
+                    continue
+                try:
+                    writer = await asyncio.to_thread(self._new_writer)
+                except DataDirError as exc:
+                    log.warning("the log recovered but a new writer id could not be claimed: %s", exc)
+                    continue
+                self.store.set_writer(writer)
+                self.store.refuse_writes(None)
+                log.warning("writes are taken again, under writer %s", writer)
+                return
+        finally:
+            self._recovering = None
 
     # -- snapshots --------------------------------------------------------------------------------------
 
@@ -143,12 +205,13 @@ class Durability:
 
     async def close(self, *, snapshot: bool = True) -> None:
         """Stop the snapshot loop, take a last snapshot (for a fast restart), close the log."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._recovering):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._recovering = None
         await self.wal.flush()
-        if snapshot:
+        if snapshot and self.writable:
             try:
                 await self.snapshot()
             except Exception:  # the log still holds everything: the next start only replays more
@@ -176,7 +239,7 @@ class Durability:
         while True:
             await asyncio.sleep(SNAPSHOT_CHECK_INTERVAL)
             try:
-                if await asyncio.to_thread(self.wal.segment_bytes) >= self._snapshot_bytes:
+                if self.writable and await asyncio.to_thread(self.wal.segment_bytes) >= self._snapshot_bytes:
                     await self.snapshot()
             except Exception:  # a full disk, say: keep logging; retry at the next check
                 log.exception("snapshot failed")
@@ -187,5 +250,7 @@ def not_durable(exc: DataDirError) -> NotDurable:
     return NotDurable(f"the write was not made durable: {exc}")
 
 
-async def _zero() -> int:
-    return 0
+def _suffixed(writer: str) -> Callable[[], str]:
+    """New writer ids for a store with no data directory: ``writer`` with a growing suffix."""
+    renewals = iter(range(1, 1 << 62))
+    return lambda: f"{writer[:48]}~{next(renewals)}"

@@ -14,7 +14,7 @@ in a shell stays readable and a node under systemd or a test writes JSON lines.
 
 The lines an operator or a test looks for carry an ``event`` field, each logged exactly once per
 occurrence (see README, Logs): ``node_started``, ``node_stopped``, ``member_changed``,
-``sink_down``, ``sink_up``.
+``sink_down``, ``sink_up``, ``wal_failed``, ``wal_recovered``.
 """
 
 from __future__ import annotations

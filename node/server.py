@@ -33,7 +33,7 @@ from node.keyring_api import add_keyring_routes
 from node.lane import LaneSite
 from node.logs import configure_logging
 from node.store import LikeStore
-from node.wal import WriteAheadLog
+from node.wal import Recovery, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,15 @@ def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[byt
         raise ConfigError(f"gossip: {exc}") from exc
 
 
-def open_store(config: ClusterConfig, identity: NodeIdentity, wal: WriteAheadLog) -> LikeStore:
-    """A store holding everything the node's snapshot and log hold (cutting a damaged log tail)."""
+def open_store(config: ClusterConfig, identity: NodeIdentity, recovery: Recovery) -> LikeStore:
+    """A store holding everything the node's snapshot and log hold (``WriteAheadLog.open``)."""
     store = LikeStore(
         identity.writer,
         max_counters_per_item=config.api.max_counters_per_item,
         max_payload_bytes=config.gossip.max_frame_bytes,
     )
-    recovery = wal.open()
     for damage in recovery.damage:
-        log.warning("write-ahead log damaged, cut at the last good record: %s", damage)
+        log.warning("write-ahead log damaged: %s", damage)
     unreadable = store.restore(recovery.snapshot) + store.restore(recovery.deltas)
     if unreadable:
         log.warning("%d unreadable entries skipped in restoring; anti-entropy repairs them", unreadable)
@@ -103,6 +102,13 @@ def open_store(config: ClusterConfig, identity: NodeIdentity, wal: WriteAheadLog
     return store
 
 
+def resumes_writer(recovery: Recovery, wal: WriteAheadLog) -> bool:
+    """Whether this start may write under the last run's writer id: only when the log was replayed
+    whole, holds something, and was fsynced (see ``node.datadir``)."""
+    holds = bool(recovery.snapshot) or recovery.records > 0
+    return recovery.clean and holds and wal.fsync == "always"
+
+
 def build_node_app(
     config: ClusterConfig,
     name: str,
@@ -112,8 +118,10 @@ def build_node_app(
     keys: tuple[bytes, ...],
     *,
     parent_pid: int | None = None,
+    new_writer: Callable[[], str] | None = None,
 ) -> web.Application:
-    """The application of node ``name``, with its log and gossip attached to its lifecycle."""
+    """The application of node ``name``, with its log and gossip attached to its lifecycle;
+    ``new_writer`` claims a writer id for a log that failed and takes writes again."""
     spec = config.node(name)
     gossiper = Gossiper(gossip_config(config, spec, keys), store)
     durability = Durability(
@@ -124,6 +132,7 @@ def build_node_app(
         cluster_size=len(config.nodes),
         write_timeout=config.api.write_timeout_ms / 1000,
         snapshot_bytes=config.storage.snapshot_bytes,
+        new_writer=new_writer,
     )
     description = NodeDescription(
         name=spec.name,
@@ -218,25 +227,43 @@ async def _exit_with_parent(app: web.Application) -> AsyncIterator[None]:
 
 
 def run_node(
-    config_path: Path, name: str, *, parent_pid: int | None = None, log_format: str = "auto"
+    config_path: Path,
+    name: str,
+    *,
+    parent_pid: int | None = None,
+    log_format: str = "auto",
+    discard_damaged_snapshot: bool = False,
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
-    ``log_format`` (``node.logs``)."""
+    ``log_format`` (``node.logs``); ``discard_damaged_snapshot`` is the operator's leave to start
+    without a damaged snapshot (``WriteAheadLog.open``)."""
     config = load_config(config_path)
     spec = config.node(name)
     keys = config.security.resolve_keys()
     configure_logging(name, log_format)
     one_arena()  # before the log's and the checkpoint's threads (node.heap)
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
-        identity = data_dir.claim_identity()
-        log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
         wal = WriteAheadLog(
             data_dir.path / "wal",
             fsync="never" if config.storage.fsync == "never" else "always",
             mark_durable=os.environ.get(DURABLE_MARK_ENV) == "1",
         )
-        store = open_store(config, identity, wal)
-        app = build_node_app(config, name, store, wal, identity, keys, parent_pid=parent_pid)
+        recovery = wal.open(discard_damaged_snapshot=discard_damaged_snapshot)
+        identity = data_dir.claim_identity(
+            resume=resumes_writer(recovery, wal), new_actor=recovery.snapshot_discarded
+        )
+        log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
+        store = open_store(config, identity, recovery)
+        app = build_node_app(
+            config,
+            name,
+            store,
+            wal,
+            identity,
+            keys,
+            parent_pid=parent_pid,
+            new_writer=lambda: data_dir.claim_identity().writer,
+        )
         _tune_garbage_collector()
         try:
             serve(app, spec.host, spec.http_port, started=lambda: _log_started(spec, identity, len(store)))

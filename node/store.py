@@ -19,14 +19,15 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from crdt import ORSet, PNCounter
-from crdt.dots import ACTOR_BITS
+from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, actor_index, actor_name
 from gossip.errors import PayloadError
-from node.errors import InvalidValue, ItemCodecError
+from node.errors import InvalidValue, ItemCodecError, NotDurable
 from node.item import (
     LIKE_PREFIX,
     MAX_UNLIKED_HINTS,
@@ -54,6 +55,29 @@ HOT_ITEM_LIKES = 4096
 
 _Ordered = TypeVar("_Ordered", int, ItemKey)
 
+#: A staged write: ``(kind, item key, user, a like's dot, the delta of an unlike or a counter write
+#: and its encoding, the counter's name, sequence number)``; fields a kind has no use for are empty.
+Write = tuple[int, bytes, int, int, Item | None, bytes, str, int]
+_LIKE, _UNLIKE, _COUNTER = 0, 1, 2
+
+
+class _Staged:
+    """An item's local writes in flight: staged, not yet applied."""
+
+    __slots__ = ("counters", "last", "net", "ops", "users")
+
+    def __init__(self, last: int) -> None:
+        #: The last dot minted here for this node's writer.
+        self.last = last
+        #: user -> (sequence number of the user's last staged write, the dots it leaves the user).
+        self.users: dict[int, tuple[int, tuple[int, ...]]] = {}
+        #: Likes minus unlikes staged: the count once they apply is the state's plus this.
+        self.net = 0
+        #: Each counter written, as it will be once the staged writes apply (made on first use).
+        self.counters: dict[str, PNCounter] | None = None
+        #: Staged writes not yet applied or discarded.
+        self.ops = 0
+
 
 @dataclass(slots=True)
 class LikeResult:
@@ -80,6 +104,7 @@ class LikeStore:
         if hot_item_likes < 2:
             raise ValueError("hot_item_likes must be at least 2")
         self._writer = writer
+        self._actor = actor_index(writer)
         self._max_counters = max_counters_per_item
         self._max_payload = max_payload_bytes
         self._items: dict[bytes, Item] = {}
@@ -117,6 +142,14 @@ class LikeStore:
         self._unfolded: set[bytes] = set()
         #: XOR of ``_fold(key, digest)`` over the items in ``_digests``: see ``fingerprint``.
         self._fingerprint = 0
+        #: When the oldest change in ``_dirty`` was applied (see ``dirty_since``).
+        self._dirty_since: float | None = None
+        #: Local writes staged and not yet applied, per item (see "local writes" below), and in order.
+        self._staged: dict[bytes, _Staged] = {}
+        self._writes: list[Write] = []
+        self._seq = 0
+        self._stage_writes = False
+        self._refusal: str | None = None
 
     @property
     def writer(self) -> str:
@@ -141,29 +174,58 @@ class LikeStore:
         return list(self._items)
 
     # -- local writes ------------------------------------------------------------------------------
+    #
+    # A local write is staged, then applied: staging decides it against the state and the writes
+    # still staged (so a batch sees its own earlier ops, and two writes in flight on one item get two
+    # dots), mints its dot and journals its delta for the log; applying joins it into the state, from
+    # where reads, gossip, checkpoints, snapshots and anti-entropy see it. A store without a log applies
+    # each write at once; a node's store (``stage_writes``) applies them once the log made them
+    # durable, and drops them unapplied if the log failed: a refused write changes nothing.
+
+    @property
+    def stage_writes(self) -> bool:
+        """Whether writes wait for ``apply`` (a node's store) or apply at once (a store alone)."""
+        return self._stage_writes
+
+    @stage_writes.setter
+    def stage_writes(self, staged: bool) -> None:
+        if self._writes:
+            raise RuntimeError("writes are staged: apply or discard them first")
+        self._stage_writes = staged
+
+    def refuse_writes(self, reason: str | None) -> None:
+        """Refuse every write with ``NotDurable(reason)`` until called again with None."""
+        self._refusal = reason
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are taken (``refuse_writes``)."""
+        return self._refusal is None
+
+    def set_writer(self, writer: str) -> None:
+        """Write under ``writer`` from now on (a node whose log failed takes writes again under a new
+        writer id, so no dot of a refused write is ever minted again). Nothing may be staged."""
+        if self._staged:
+            raise RuntimeError("writes are staged: apply or discard them first")
+        self._actor = actor_index(writer)
+        self._writer = writer
 
     def like(self, key: ItemKey, user: int) -> LikeResult:
         """``user`` likes the item; liking twice changes nothing and makes no delta."""
-        raw = key.to_bytes()
-        item = self._items.get(raw)
-        if item is not None and user in item.likers:
-            return LikeResult(False, len(item.likers))
-        if item is None:
-            item = self._new_item(raw)
-        dot = item.likers.add_dot(self._writer, user)
-        counter = dot >> ACTOR_BITS
-        self._journal.append((raw, encode_like(self._writer, counter, user)))
-        self._settle_likes(raw, [(user, dot)])
-        return LikeResult(True, len(item.likers), (self._writer, counter))
+        self._check_writable()
+        changed, count, dot = self._stage(key.to_bytes(), user, True)
+        if not changed:
+            return LikeResult(False, count)
+        self._apply_now()
+        return LikeResult(True, count, (self._writer, dot >> ACTOR_BITS))
 
     def unlike(self, key: ItemKey, user: int) -> LikeResult:
         """``user`` no longer likes the item; unliking what is not liked changes nothing."""
-        raw = key.to_bytes()
-        item = self._items.get(raw)
-        if item is None or user not in item.likers:
-            return LikeResult(False, 0 if item is None else len(item.likers))
-        self._remove_like(raw, item.likers, user)
-        return LikeResult(True, len(item.likers))
+        self._check_writable()
+        changed, count, _ = self._stage(key.to_bytes(), user, False)
+        if changed:
+            self._apply_now()
+        return LikeResult(changed, count)
 
     def apply_likes(
         self,
@@ -174,85 +236,185 @@ class LikeStore:
         dots_from: int | None = None,
     ) -> tuple[list[bool], list[int], list[tuple[tuple[str, int], ...]]]:
         """Op ``i`` likes (``liking[i]``) or unlikes, for ``users[i]``, the item under ``keys[i]``
-        (``ItemKey.to_bytes``), in order: the same state, deltas and journal as ``like`` and ``unlike``
-        called one at a time, and the same answers: whether each op changed anything, and the count
-        after it. The bookkeeping of likes (reverse index, pending deltas, dirty set, digest) is done
-        once per item, after the last op, or before an unlike of that item needs it.
+        (``ItemKey.to_bytes``), in order: the same writes and answers as ``like`` and ``unlike`` called
+        one at a time: whether each op changed anything, and the count after it.
 
         With ``dots_from``, each op from that index on also reports ``like_dots`` (after a like,
         before an unlike): what a causal token names (``node.causal.apply_batch``).
         """
+        self._check_writable()
         start = len(keys) if dots_from is None else max(0, min(dots_from, len(keys)))
         changed: list[bool] = []
         counts: list[int] = []
         dots: list[tuple[tuple[str, int], ...]] = []
-        #: Per item, the (user, dot) of the likes applied to its liker set and not yet settled.
-        added: dict[bytes, list[tuple[int, int]]] = {}
+        stage, change, count = self._stage, changed.append, counts.append
         try:
-            self._apply_run(keys[:start], users[:start], liking[:start], added, changed, counts, None)
-            self._apply_run(keys[start:], users[start:], liking[start:], added, changed, counts, dots)
-        finally:  # even after an unexpected error: the index must agree with what was applied
-            for raw, likes in added.items():
-                self._settle_likes(raw, likes)
+            for i, (raw, user, like) in enumerate(zip(keys, users, liking, strict=True)):
+                if i >= start and not like:
+                    dots.append(self._named(self._dots_of(raw, user)))
+                made, after, _ = stage(raw, user, like)
+                change(made)
+                count(after)
+                if i >= start and like:
+                    dots.append(self._named(self._dots_of(raw, user)))
+        finally:  # even after an unexpected error: what was staged is applied or committed whole
+            self._apply_now()
         return changed, counts, dots
 
-    def _apply_run(
-        self,
-        keys: Sequence[bytes],
-        users: Sequence[int],
-        liking: Sequence[bool],
-        added: dict[bytes, list[tuple[int, int]]],
-        changed: list[bool],
-        counts: list[int],
-        dots: list[tuple[tuple[str, int], ...]] | None,
-    ) -> None:
-        """``apply_likes`` of some consecutive ops; their dots into ``dots`` unless it is None."""
-        items, writer, log = self._items, self._writer, self._journal.append
-        change, count = changed.append, counts.append  # bound once: a few calls per op add up
-        for raw, user, like in zip(keys, users, liking, strict=True):
-            item = items.get(raw)
-            if like:
-                if item is None:
-                    item = self._new_item(raw)
-                likers = item.likers
-                if user in likers:
-                    change(False)
-                else:
-                    dot = likers.add_dot(writer, user)
-                    log((raw, encode_like(writer, dot >> ACTOR_BITS, user)))
-                    mine = added.get(raw)
-                    if mine is None:
-                        added[raw] = [(user, dot)]
-                    else:
-                        mine.append((user, dot))
-                    change(True)
-                count(len(likers))
-                if dots is not None:
-                    dots.append(likers.dots_of(user))
-            elif item is None or user not in item.likers:
-                change(False)
-                count(0 if item is None else len(item.likers))
-                if dots is not None:
-                    dots.append(())
-            else:
-                likers = item.likers
-                if dots is not None:
-                    dots.append(likers.dots_of(user))
-                mine = added.pop(raw, None)
-                if mine is not None:  # this batch liked the item: index those likes before any unlike
-                    self._settle_likes(raw, mine)
-                self._remove_like(raw, likers, user)
-                change(True)
-                count(len(likers))
+    def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
+        """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
+        raw = key.to_bytes()
+        item = self._items.get(raw)
+        staged = self._staged.get(raw)
+        shadow = None if staged is None or staged.counters is None else staged.counters.get(name)
+        if shadow is None:
+            counter = None if item is None else item.counters.get(name)
+            if amount == 0:
+                return 0 if counter is None else counter.value()
+            if counter is None:
+                names = set() if item is None else set(item.counters)
+                if staged is not None and staged.counters is not None:
+                    names.update(staged.counters)
+                if len(names) >= self._max_counters:
+                    raise InvalidValue(f"item {key} already has {self._max_counters} counters")
+            self._check_writable()
+            staged = staged or self._new_staged(raw, item)
+            if staged.counters is None:
+                staged.counters = {}
+            shadow = staged.counters[name] = PNCounter() if counter is None else counter.copy()
+        elif amount == 0:
+            return shadow.value()
+        else:
+            self._check_writable()
+        assert staged is not None
+        if amount > 0:
+            delta = shadow.increment(self._writer, amount)
+        else:
+            delta = shadow.decrement(self._writer, -amount)
+        write = Item(counters={name: delta})
+        encoded = encode_item(write)
+        self._journal.append((raw, encoded))
+        self._seq += 1
+        staged.ops += 1
+        self._writes.append((_COUNTER, raw, 0, 0, write, encoded, name, self._seq))
+        value = shadow.value()
+        self._apply_now()
+        return value
 
-    def _remove_like(self, raw: bytes, likers: ORSet, user: int) -> None:
-        """Unlike ``user`` (who likes the item): the liker set, the reverse index, the delta."""
-        delta = likers.remove(user)
-        self._unindex(user, raw)
-        self._record(raw, Item(likers=delta, unliked={user}))
+    def _check_writable(self) -> None:
+        if self._refusal is not None:
+            raise NotDurable(self._refusal)
+
+    def _stage(self, raw: bytes, user: int, liking: bool) -> tuple[bool, int, int]:
+        """Stage a like or an unlike of ``user``: whether it changes anything, the count once it (and
+        every write staged before it) is applied, and a like's new dot (0 otherwise)."""
+        item = self._items.get(raw)
+        likers = None if item is None else item.likers
+        staged = self._staged.get(raw)
+        mine = None if staged is None else staged.users.get(user)
+        present = bool(mine[1]) if mine is not None else likers is not None and user in likers
+        count = 0 if likers is None else len(likers)
+        if staged is not None:
+            count += staged.net
+        if liking == present:
+            return False, count, 0
+        if staged is None:
+            staged = self._new_staged(raw, item)
+        self._seq += 1
+        staged.ops += 1
+        if liking:
+            dot = staged.last = staged.last + COUNTER_STEP
+            staged.users[user] = (self._seq, (dot,))
+            staged.net += 1
+            self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
+            self._writes.append((_LIKE, raw, user, dot, None, b"", "", self._seq))
+            return True, count + 1, dot
+        held = mine[1] if mine is not None else likers.held_dots(user)  # type: ignore[union-attr]
+        write = Item(likers=ORSet.of_removal(held), unliked={user})
+        encoded = encode_item(write)
+        staged.users[user] = (self._seq, ())
+        staged.net -= 1
+        self._journal.append((raw, encoded))
+        self._writes.append((_UNLIKE, raw, user, 0, write, encoded, "", self._seq))
+        return True, count - 1, 0
+
+    def _new_staged(self, raw: bytes, item: Item | None) -> _Staged:
+        """The staging of an item with no write in flight: its next dot follows what the item holds."""
+        last = self._actor if item is None else item.likers.next_dot(self._writer) - COUNTER_STEP
+        staged = self._staged[raw] = _Staged(last)
+        return staged
+
+    def _apply_now(self) -> None:
+        """Apply what was just staged, unless a log decides when (``stage_writes``)."""
+        if not self._stage_writes and self._writes:
+            writes, self._writes = self._writes, []
+            self.apply(writes)
+
+    def drain_writes(self) -> list[Write]:
+        """The writes staged since the last call, for ``apply`` once their log record is durable (the
+        same writes, in the same order, as the journal entries ``drain_journal`` returns)."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        """Join staged writes into the state, in order: from now on they are read, gossiped,
+        checkpointed and snapshotted."""
+        added: dict[bytes, list[tuple[int, int]]] = {}
+        items, staged_items = self._items, self._staged
+        for kind, raw, user, dot, delta, encoded, name, seq in writes:
+            item = items.get(raw)
+            if item is None:
+                item = self._new_item(raw)
+            if kind == _LIKE:
+                item.likers.insert(user, dot)
+                mine = added.get(raw)
+                if mine is None:
+                    added[raw] = [(user, dot)]
+                else:
+                    mine.append((user, dot))
+            else:
+                assert delta is not None
+                if kind == _UNLIKE:
+                    mine = added.pop(raw, None)
+                    if mine is not None:  # likes applied just before: index them before the unlike
+                        self._settle_likes(raw, mine)
+                    self._merge_likers(raw, item.likers, delta)
+                else:
+                    counter = item.counters.get(name)
+                    if counter is None:
+                        item.counters[name] = delta.counters[name].copy()
+                    else:
+                        counter.merge(delta.counters[name])
+                self._queue_delta(raw, delta, encoded)
+            staged = staged_items.get(raw)
+            if staged is None:  # dropped by ``discard_staged``: nothing to settle
+                continue
+            staged.ops -= 1
+            if kind != _COUNTER:
+                mine_staged = staged.users.get(user)
+                if mine_staged is not None and mine_staged[0] == seq:
+                    del staged.users[user]
+                staged.net += -1 if kind == _LIKE else 1
+            if not staged.ops:
+                del staged_items[raw]
+        for raw, likes in added.items():
+            self._settle_likes(raw, likes)
+
+    def discard_staged(self) -> int:
+        """Forget every staged write unapplied (their log record failed); how many items had some."""
+        dropped = len(self._staged)
+        self._staged.clear()
+        self._writes.clear()
+        self._journal.clear()
+        return dropped
+
+    @property
+    def staged_items(self) -> int:
+        """Items with writes staged and not yet applied."""
+        return len(self._staged)
 
     def _settle_likes(self, raw: bytes, added: list[tuple[int, int]]) -> None:
-        """The bookkeeping ``like`` does per like, for all of ``added`` (user, dot) at once."""
+        """The bookkeeping of applied likes, for all of ``added`` (user, dot) at once."""
         raw = self._index(raw, [user for user, _ in added])
         pending = self._pending_likes.get(raw)
         if pending is None:
@@ -261,24 +423,19 @@ class LikeStore:
             pending.extend(added)
         self._touch(raw)
 
-    def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
-        """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
-        raw = key.to_bytes()
+    def _dots_of(self, raw: bytes, user: int) -> tuple[int, ...]:
+        """The dots that make ``user`` like the item once every staged write is applied (packed)."""
+        staged = self._staged.get(raw)
+        if staged is not None:
+            mine = staged.users.get(user)
+            if mine is not None:
+                return mine[1]
         item = self._items.get(raw)
-        counter = None if item is None else item.counters.get(name)
-        if amount == 0:
-            return 0 if counter is None else counter.value()
-        if counter is None:
-            if item is not None and len(item.counters) >= self._max_counters:
-                raise InvalidValue(f"item {key} already has {self._max_counters} counters")
-            item = item if item is not None else self._new_item(raw)
-            counter = item.counters[name] = PNCounter()
-        if amount > 0:
-            delta = counter.increment(self._writer, amount)
-        else:
-            delta = counter.decrement(self._writer, -amount)
-        self._record(raw, Item(counters={name: delta}))
-        return counter.value()
+        return () if item is None else item.likers.held_dots(user)
+
+    @staticmethod
+    def _named(dots: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
+        return tuple((actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS) for dot in dots)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -288,10 +445,9 @@ class LikeStore:
         return item is not None and user in item.likers
 
     def like_dots(self, key: ItemKey, user: int) -> tuple[tuple[str, int], ...]:
-        """The ``(writer, counter)`` dots that make ``user`` like the item here (empty if not liked):
-        what a causal token names (``node.causal``)."""
-        item = self._items.get(key.to_bytes())
-        return () if item is None else item.likers.dots_of(user)
+        """The ``(writer, counter)`` dots that make ``user`` like the item here once the writes staged
+        are applied (empty if not liked): what a causal token names (``node.causal``)."""
+        return self._named(self._dots_of(key.to_bytes(), user))
 
     def observed(self, raw: bytes, user: int, writer: str, counter: int, *, removed: bool) -> bool:
         """Whether the item under ``raw`` has seen the dot ``(writer, counter)`` (``removed``: and seen
@@ -351,7 +507,14 @@ class LikeStore:
         """The items changed since the last call (writes and merges alike), each with the users whose
         like changed in it (empty when only counters did): what the checkpointer must write."""
         dirty, self._dirty = self._dirty, {}
+        self._dirty_since = None
         return dirty
+
+    @property
+    def dirty_since(self) -> float | None:
+        """When (``time.monotonic()``) the oldest change not yet taken by ``drain_dirty`` was
+        applied; None when there is none."""
+        return self._dirty_since if self._dirty else None
 
     def restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
         """Join states and deltas read back from disk; how many were unreadable (and skipped).
@@ -387,7 +550,7 @@ class LikeStore:
             other = pending.pop(raw, None)
             if other is None and len(added) == 1:  # most items of a busy interval: one like each
                 user, dot = added[0]
-                deltas.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
+                deltas.append((raw, encode_like(actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS, user)))
                 continue
             delta = Item(likers=ORSet.of_dots(added))
             if other is not None:
@@ -472,10 +635,8 @@ class LikeStore:
         self._unfolded.add(raw)
         return item
 
-    def _record(self, raw: bytes, delta: Item) -> None:
-        """Journal a local delta, queue it for gossip and note the change."""
-        encoded = encode_item(delta)  # now: ``delta`` may become the pending join of later writes
-        self._journal.append((raw, encoded))
+    def _queue_delta(self, raw: bytes, delta: Item, encoded: bytes) -> None:
+        """Queue an applied local delta (``encoded``: its bytes) for gossip and note the change."""
         pending = self._pending.get(raw)
         if pending is None:
             pending = self._pending[raw] = delta
@@ -492,6 +653,8 @@ class LikeStore:
         """The item changed: forget its digest and fold it out of the fingerprint."""
         self._changed.add(raw)
         if raw not in self._dirty:
+            if not self._dirty:
+                self._dirty_since = time.monotonic()
             self._dirty[raw] = set()
         digest = self._digests.pop(raw, None)
         if digest is not None:
@@ -512,6 +675,8 @@ class LikeStore:
         """``users`` now like the item (every change of a like goes through here or ``_unindex``,
         after the liker set changed). Returns the item's one shared key object."""
         raw = self._keys.setdefault(raw, raw)
+        if not self._dirty:
+            self._dirty_since = time.monotonic()
         dirty = self._dirty.setdefault(raw, set())
         if raw in self._hot:
             dirty.update(users)
@@ -552,6 +717,8 @@ class LikeStore:
 
     def _unindex(self, user: int, raw: bytes) -> None:
         """``user`` no longer likes the item (called after the liker set changed)."""
+        if not self._dirty:
+            self._dirty_since = time.monotonic()
         self._dirty.setdefault(raw, set()).add(user)
         if raw in self._hot:
             if len(self._items[raw].likers) < self._cold_likes:

@@ -7,6 +7,11 @@ flush its gossip and exit, and SIGKILLs any that will not. A node that dies on i
 (it comes back under a new incarnation and catches up from its peers by anti-entropy), unless it
 keeps dying: then the supervisor stops everything and exits 1 rather than hide a crash loop.
 Children also watch their parent, so a supervisor killed with ``kill -9`` leaves no node behind.
+
+Start-up waits on liveness (``/healthz``: the process answers), not readiness (``/readyz``: it takes
+writes), and only a node whose process died is restarted: a node whose disk refuses writes still
+serves reads, says why at ``/readyz``, ``/v1/cluster`` and ``likes status``, and takes writes again
+by itself once the disk does, so neither holding up the others nor restarting it would help.
 """
 
 from __future__ import annotations
@@ -66,10 +71,17 @@ def is_local(host: str) -> bool:
 
 
 def run_cluster(
-    config_path: Path, config: ClusterConfig, *, out: TextIO = sys.stdout, log_format: str = "auto"
+    config_path: Path,
+    config: ClusterConfig,
+    *,
+    out: TextIO = sys.stdout,
+    log_format: str = "auto",
+    discard_damaged_snapshot: bool = False,
 ) -> int:
     """Start the local nodes, wait for a signal, stop them; the exit status of ``likes up``. The
-    nodes log in ``log_format`` to the supervisor's stderr."""
+    nodes log in ``log_format`` to the supervisor's stderr; ``discard_damaged_snapshot`` goes to
+    every node started, restarts included (``likes node --discard-damaged-snapshot``)."""
+    options = ("--discard-damaged-snapshot",) if discard_damaged_snapshot else ()
     local = [spec for spec in config.nodes if is_local(spec.host)]
     if not local:
         print("likes up: no node of the cluster file lives on this host", file=sys.stderr)
@@ -86,7 +98,7 @@ def run_cluster(
     children: list[_Child] = []
     try:
         for spec in local:
-            children.append(_Child(spec, _spawn(config_path, spec, log_format)))
+            children.append(_Child(spec, _spawn(config_path, spec, log_format, options)))
         if not _wait_until_healthy(children, stop, out):
             return 0 if received else 1
         for child in children:
@@ -94,7 +106,9 @@ def run_cluster(
         print(f"likes: {len(children)} node(s) up; Ctrl-C stops them", file=out, flush=True)
         while not stop.wait(POLL_INTERVAL):
             for child in children:
-                if child.process.poll() is not None and not _restart(config_path, child, out, log_format):
+                if child.process.poll() is not None and not _restart(
+                    config_path, child, out, log_format, options
+                ):
                     return 1
         print("likes: stopping", file=out, flush=True)
         return 0
@@ -104,7 +118,9 @@ def run_cluster(
             signal.signal(sig, handler)
 
 
-def _restart(config_path: Path, child: _Child, out: TextIO, log_format: str) -> bool:
+def _restart(
+    config_path: Path, child: _Child, out: TextIO, log_format: str, options: Sequence[str] = ()
+) -> bool:
     """Start a node that died again; False if it has been dying too often."""
     now = time.monotonic()
     child.deaths = [t for t in child.deaths if now - t < RESTART_WINDOW] + [now]
@@ -116,7 +132,7 @@ def _restart(config_path: Path, child: _Child, out: TextIO, log_format: str) -> 
             file=sys.stderr,
         )
         return False
-    child.process = _spawn(config_path, child.spec, log_format)
+    child.process = _spawn(config_path, child.spec, log_format, options)
     print(
         f"likes: node {child.spec.name} exited with status {status}; restarted (pid {child.process.pid})",
         file=out,
@@ -125,13 +141,15 @@ def _restart(config_path: Path, child: _Child, out: TextIO, log_format: str) -> 
     return True
 
 
-def _spawn(config_path: Path, spec: NodeSpec, log_format: str) -> subprocess.Popen[bytes]:
-    """Start one node as a child that stops when we do (``auto`` resolves alike in it: it shares our
-    stderr)."""
+def _spawn(
+    config_path: Path, spec: NodeSpec, log_format: str, options: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start one node, with ``likes node`` ``options``, as a child that stops when we do (``auto``
+    resolves alike in it: it shares our stderr)."""
     command: Sequence[str] = (
         sys.executable, "-m", "node", "node",
         "--config", str(config_path), "--name", spec.name, "--exit-with-parent",
-        "--log-format", log_format,
+        "--log-format", log_format, *options,
     )  # fmt: skip
     # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.
     return subprocess.Popen(command, start_new_session=True)

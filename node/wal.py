@@ -4,9 +4,13 @@ A log record is a batch of ``(item key, delta payload)`` pairs, the same bytes g
 therefore needs no ordering at all: deltas are joins, so applying a record twice, late, or after a
 lost neighbour gives a state that anti-entropy completes. That is what makes recovery simple:
 
-- ``wal-<segment>.log`` files hold records framed as ``length u32, crc32 u32, payload``; a record
-  whose length or CRC does not check (a torn write at power loss, garbage appended) ends what is
-  read of that segment. The damaged tail of the live segment is cut off and reported.
+- ``wal-<segment>.log`` files hold records framed by ``node.logframe``: a sync marker and two CRCs
+  (header, payload), so replay reads every intact record of a segment and skips damage in its
+  middle (reported, kept on disk); a damaged tail (a torn write at power loss) is cut off and
+  reported. Segments of the previous format (no marker) are still read.
+- A damaged snapshot stops start-up (``DataDirError``) unless the operator passes
+  ``discard_damaged_snapshot``: it is then renamed aside, never read again, and the node starts from
+  the segments after it; what it held comes back from peers by anti-entropy.
 - **Group commit**: ``append`` buffers the record and returns a future; one writer thread writes
   every buffered record and fsyncs once, so all requests waiting when an fsync starts share it.
   While one fsync runs, the next group gathers, and the thread takes it the moment the fsync
@@ -25,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,15 +44,20 @@ import msgpack
 
 from node.errors import DataDirError
 from node.latency import DISK_BUCKETS, LatencyHistogram
+from node.logframe import (
+    LOG_MAGIC,
+    DamagedFile,
+    encode_record,
+    read_segment,
+    read_snapshot,
+    snapshot_header,
+)
 
 log = logging.getLogger(__name__)
 
-#: Record header: payload length and CRC-32 of the payload, both big-endian.
-HEADER = struct.Struct(">II")
-#: Largest record accepted on read; a length beyond it is corruption, not a record.
-MAX_RECORD_BYTES = 256 * 1024 * 1024
 SNAPSHOT = "snapshot"
-SNAPSHOT_MAGIC = b"LIKESNAP\x01"
+#: The command-line option that lets a node start without its damaged snapshot (``node.cli``).
+DISCARD_FLAG = "--discard-damaged-snapshot"
 #: While the log is busy (the last group held at least ``BUSY_GROUP`` records), the writer waits this
 #: long, in seconds, before taking the next group, so that one fsync and one hand-off between threads
 #: serve more writes (PostgreSQL's ``commit_delay``). A lone write never waits.
@@ -63,49 +71,6 @@ Pair = tuple[bytes, bytes]
 FsyncPolicy = Literal["always", "never"]
 
 
-def encode_record(pairs: Iterable[Pair], packer: msgpack.Packer | None = None) -> bytes:
-    """One framed record holding ``pairs`` (packed by ``packer``, a thread's own, if given)."""
-    packer = packer or msgpack.Packer(use_bin_type=True)
-    # A (key, value) tuple packs as the same two-element array a list does: no list per pair.
-    payload: bytes = packer.pack(pairs if type(pairs) is list else list(pairs))
-    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def read_records(data: bytes) -> tuple[list[list[Pair]], int]:
-    """The records of ``data`` up to the first damaged one, and the offset where the good part ends."""
-    records: list[list[Pair]] = []
-    offset = 0
-    while offset + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, offset)
-        start, end = offset + HEADER.size, offset + HEADER.size + length
-        if length > MAX_RECORD_BYTES or end > len(data):
-            break
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            break
-        pairs = _pairs(payload)
-        if pairs is None:
-            break
-        records.append(pairs)
-        offset = end
-    return records, offset
-
-
-def _pairs(payload: bytes) -> list[Pair] | None:
-    try:
-        wire: Any = msgpack.unpackb(payload, raw=False)
-    except Exception:  # a CRC collision on garbage: treat as damage like any other
-        return None
-    if type(wire) is not list:
-        return None
-    pairs: list[Pair] = []
-    for entry in wire:
-        if type(entry) is not list or len(entry) != 2 or not all(type(x) is bytes for x in entry):
-            return None
-        pairs.append((entry[0], entry[1]))
-    return pairs
-
-
 @dataclass
 class Recovery:
     """What start-up found on disk."""
@@ -114,8 +79,15 @@ class Recovery:
     snapshot: list[Pair] = field(default_factory=list)
     deltas: list[Pair] = field(default_factory=list)
     records: int = 0
-    #: Damage found and cut: one line per damaged segment, for the start-up log.
+    #: Damage found: one line per damaged span skipped or cut, or snapshot discarded, for the log.
     damage: list[str] = field(default_factory=list)
+    #: The snapshot was damaged and set aside: its states are in neither list above.
+    snapshot_discarded: bool = False
+
+    @property
+    def clean(self) -> bool:
+        """Nothing was cut, skipped or discarded: the disk gave back everything the node wrote."""
+        return not self.damage and not self.snapshot_discarded
 
 
 class WriteAheadLog:
@@ -136,9 +108,13 @@ class WriteAheadLog:
         self._segment = 0
         self._file: Any = None
         self._offset = 0
-        #: Records appended and not yet taken by the writer thread, and the futures waiting on them.
+        #: Records appended and not yet taken by the writer thread, the futures waiting on them, and
+        #: what to call, in order, once each is durable (before any of their futures completes).
         self._buffer = bytearray()
         self._waiters: list[asyncio.Future[None]] = []
+        self._then: list[Callable[[], None] | None] = []
+        #: Called on the event loop with the reason whenever a group fails (before its futures do).
+        self.on_failure: Callable[[str], None] | None = None
         #: The event loop's packer for records (``append`` runs only there).
         self._packer = msgpack.Packer(use_bin_type=True)
         #: Guards ``_buffer``, ``_waiters`` and ``_closing``; the writer thread waits on it.
@@ -148,7 +124,19 @@ class WriteAheadLog:
         self._writer: threading.Thread | None = None
         #: Held while a group is written, so a rotation never closes a segment under a write.
         self._io = threading.Lock()
+        #: Set by the writer thread when a write or fsync fails: every later group fails until a probe
+        #: (``recover``) succeeds in a new segment.
         self._failure: BaseException | None = None
+        #: Bytes of the live segment known to be durable: a failed group is cut back to this.
+        self._durable_offset = 0
+        #: A probe asked for (``recover``), and the future that hears its outcome.
+        self._probe: asyncio.Future[bool] | None = None
+        #: The log's health as the event loop sees it: why it refuses writes (None when it takes
+        #: them), since when (wall clock), and how often it failed and recovered since start.
+        self.failure: str | None = None
+        self.failed_since: float | None = None
+        self.failures = 0
+        self.recoveries = 0
         #: Counters for metrics: fsyncs, records, bytes; recent fsync latencies (the disk's part) and
         #: group commit latencies (append to durable, thread hand-offs included), in seconds.
         self.fsyncs = 0
@@ -162,49 +150,67 @@ class WriteAheadLog:
 
     # -- start-up -------------------------------------------------------------------------------------
 
-    def open(self) -> Recovery:
-        """Read the snapshot and the segments after it, cut a damaged tail, open a fresh segment."""
+    def open(self, *, discard_damaged_snapshot: bool = False) -> Recovery:
+        """Read the snapshot and every intact record of the segments after it, skipping damage and
+        cutting a damaged tail, then open a fresh segment. A damaged snapshot raises DataDirError, or
+        with ``discard_damaged_snapshot`` is set aside (the operator's call: its data then comes from
+        peers)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         recovery = Recovery()
-        covered = self._load_snapshot(recovery)
+        covered = self._load_snapshot(recovery, discard=discard_damaged_snapshot)
         segments = self._segments()
         for number in segments:
             path = self._path(number)
             if number <= covered:
                 path.unlink(missing_ok=True)  # a snapshot install that died before cleaning up
                 continue
-            data = path.read_bytes()
-            records, good = read_records(data)
-            recovery.records += len(records)
-            for pairs in records:
+            scan = read_segment(path.read_bytes())
+            recovery.records += len(scan.records)
+            for pairs in scan.records:
                 recovery.deltas.extend(pairs)
-            if good < len(data):
-                recovery.damage.append(
-                    f"{path.name}: cut {len(data) - good} damaged bytes after {len(records)} good records"
-                )
+            tail = scan.tail
+            for span in scan.damage:
+                what = "cut" if span is tail else "skipped"
+                line = f"{path.name}: {what} {span.length} damaged bytes at offset {span.offset}"
+                recovery.damage.append(line)
+            if tail is not None:
+                # A torn last write is cut, so it is reported once. Damage in the middle stays on disk
+                # for inspection, reported at each start until a snapshot covers its segment.
                 with open(path, "r+b") as handle:
-                    handle.truncate(good)
+                    handle.truncate(tail.offset)
                     os.fsync(handle.fileno())
         # Never append after possibly damaged bytes: a fresh segment for this run.
         self._segment = max([covered, *segments], default=0) + 1
         self._open_segment()
         return recovery
 
-    def _load_snapshot(self, recovery: Recovery) -> int:
-        """Load the snapshot's states; the last segment number it covers (0 without one)."""
+    def _load_snapshot(self, recovery: Recovery, *, discard: bool) -> int:
+        """Load the snapshot's states; the last segment number it covers (0 without one, or when a
+        damaged one is discarded)."""
         path = self.directory / SNAPSHOT
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return 0
-        magic = len(SNAPSHOT_MAGIC)
-        if data[:magic] != SNAPSHOT_MAGIC or len(data) < magic + 8:
-            raise DataDirError(f"{path}: not a snapshot of this version")
-        covered = int.from_bytes(data[magic : magic + 8], "big")
-        records, good = read_records(data[magic + 8 :])
-        if good != len(data) - magic - 8:
-            # Snapshots are renamed into place only once complete, so this is disk corruption.
-            raise DataDirError(f"{path}: damaged snapshot (fails its checksum at byte {magic + 8 + good})")
+        try:
+            covered, records = read_snapshot(data)
+        except DamagedFile as exc:
+            # Snapshots are renamed into place only once complete, so this is disk corruption. Only the
+            # operator may decide to start without it: a node alone would lose what it held.
+            if not discard:
+                raise DataDirError(
+                    f"{path}: {exc}. To start the node without it (set aside, not deleted; peers send "
+                    f"its data back by anti-entropy, a node alone loses it), pass {DISCARD_FLAG} to "
+                    "`likes node` or `likes up`"
+                ) from None
+            aside = self.directory / f"{SNAPSHOT}.damaged-{int(time.time())}"
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            os.replace(path, aside)
+            _fsync_directory(self.directory)
+            recovery.snapshot_discarded = True
+            recovery.damage.append(f"{SNAPSHOT}: {exc}; discarded, kept aside as {aside.name}")
+            return 0
         for pairs in records:
             recovery.snapshot.extend(pairs)
         return covered
@@ -217,8 +223,12 @@ class WriteAheadLog:
         return self.directory / f"wal-{segment:012d}.log"
 
     def _open_segment(self) -> None:
+        """Open the current segment for appending; a new one starts with its format's header (made
+        durable by the first fsync of a record after it)."""
         self._file = open(self._path(self._segment), "ab", buffering=0)  # noqa: SIM115  # kept open
-        self._offset = self._file.tell()
+        if self._file.tell() == 0 and self._file.write(LOG_MAGIC) != len(LOG_MAGIC):
+            raise OSError(errno.EIO, "the write-ahead log's segment header was not written whole")
+        self._offset = self._durable_offset = self._file.tell()
         _fsync_directory(self.directory)
 
     # -- the writer thread -----------------------------------------------------------------------------
@@ -242,31 +252,46 @@ class WriteAheadLog:
             self._file.close()
             self._file = None
 
-    def append(self, pairs: Iterable[Pair]) -> asyncio.Future[None]:
-        """Log ``pairs`` as one record; the future completes once the record is durable."""
-        if self._failure is not None:
-            raise DataDirError(f"the write-ahead log failed: {self._failure}")
+    def append(self, pairs: Iterable[Pair], then: Callable[[], None] | None = None) -> asyncio.Future[None]:
+        """Log ``pairs`` as one record; the future completes once the record is durable, or fails with
+        DataDirError if it could not be made durable. ``then`` is called on the event loop once the
+        record is durable, in append order, before the future completes."""
         assert self._loop is not None, "start() the log before appending"
         record = encode_record(pairs, self._packer)
         future = self._loop.create_future()
         with self._pending:
             self._buffer += record
             self._waiters.append(future)
+            self._then.append(then)
             self._pending.notify()
         self.records += 1
         return future
 
     async def flush(self) -> None:
         """Wait until everything appended so far is durable (or has failed)."""
-        if self._writer is None or self._failure is not None:
+        if self._writer is None:
             return
         assert self._loop is not None
         marker = self._loop.create_future()  # groups complete in order: this one completes last
         with self._pending:
             self._waiters.append(marker)
+            self._then.append(None)
             self._pending.notify()
         with contextlib.suppress(DataDirError):
             await marker
+
+    async def recover(self) -> bool:
+        """Probe a failed log: in a new segment (after a failed fsync the old file's pages may be gone,
+        so a later fsync of it proves nothing), write and fsync an empty record; True once the log
+        takes writes again. Every record appended before the probe fails first."""
+        if self._failure is None:
+            return True
+        assert self._loop is not None and self._writer is not None, "start() the log first"
+        if self._probe is None:
+            self._probe = self._loop.create_future()
+            with self._pending:
+                self._pending.notify()
+        return await asyncio.shield(self._probe)
 
     def _write_groups(self) -> None:
         """The writer thread: take every record buffered, write and fsync them as one group, repeat.
@@ -279,50 +304,128 @@ class WriteAheadLog:
             if busy:
                 time.sleep(self.commit_delay)
             with self._pending:
-                while not self._waiters and not self._closing:
+                while not self._waiters and not self._closing and self._probe is None:
                     self._pending.wait()
-                if not self._waiters:
+                if not self._waiters and self._probe is None:
                     return
                 data, self._buffer = bytes(self._buffer), bytearray()
                 waiters, self._waiters = self._waiters, []
+                then, self._then = self._then, []
+                probe = self._probe is not None
             busy = len(waiters) >= BUSY_GROUP
             started = time.monotonic()
-            error: DataDirError | None = None
-            if self._failure is not None:
-                error = DataDirError(f"the write-ahead log failed: {self._failure}")
-            elif data:
-                try:
-                    with self._io:
+            error: str | None = None
+            with self._io:  # held until the group is answered: a rotation's answer comes after it
+                if self._failure is not None:
+                    error = str(self._failure)
+                elif data:
+                    try:
                         self._write(data)
-                except Exception as exc:  # a full or failing disk: refuse every write from now on
-                    self._failure = exc
-                    log.exception("write-ahead log failed; the node refuses writes from now on")
-                    error = DataDirError(f"the write-ahead log failed: {exc}")
-            assert self._loop is not None
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                self._loop.call_soon_threadsafe(self._complete, waiters, error, started)
+                    except Exception as exc:  # a full or failing disk: no write in the group is durable
+                        self._fail(exc)
+                        error = str(exc)
+                self._answer(self._complete, waiters, then, error, started)
+                if probe:
+                    self._answer(self._probed, self._try_recovery())
+
+    def _answer(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A group failed (writer thread, holding ``_io``): refuse every group until a probe succeeds,
+        and cut the segment back to its last durable byte so a restart never replays the group."""
+        self._failure = exc
+        try:
+            os.ftruncate(self._file.fileno(), self._durable_offset)
+            os.fsync(self._file.fileno())
+        except OSError as cut:
+            log.error("write-ahead log: cannot cut the failed group off %s: %s", self._file.name, cut)
+        self._offset = self._durable_offset
+
+    def _try_recovery(self) -> str | None:
+        """Probe the disk (writer thread, holding ``_io``): a new segment, an empty record written and
+        fsynced. None on success, else why not."""
+        if self._failure is None:
+            return None
+        try:
+            self._file.close()
+            self._segment += 1
+            self._open_segment()
+            self._durable_offset = self._offset
+            self._write(encode_record([]))
+        except Exception as exc:
+            return str(exc)
+        self._failure = None
+        return None
 
     def _complete(
-        self, waiters: list[asyncio.Future[None]], error: DataDirError | None, started: float
+        self,
+        waiters: list[asyncio.Future[None]],
+        then: list[Callable[[], None] | None],
+        error: str | None,
+        started: float,
     ) -> None:
-        """In the event loop: answer a group's waiters."""
+        """In the event loop: apply a durable group's writes, then answer its waiters."""
         elapsed = time.monotonic() - started
         self.commit_seconds.append(elapsed)
         del self.commit_seconds[:-256]
         self.commit_latency.observe(elapsed)
+        if error is None:
+            for hook in then:
+                if hook is not None:
+                    hook()
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        if self.failure is None:
+            self.failure = f"the write-ahead log failed: {error}"
+            self.failed_since = time.time()
+            self.failures += 1
+            log.error(
+                "write-ahead log failed: %s; writes are refused until the disk takes them again",
+                error,
+                extra={"event": "wal_failed", "error": error},
+            )
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
+        exc = DataDirError(self.failure)
         for waiter in waiters:
-            if waiter.done():
-                continue
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _probed(self, error: str | None) -> None:
+        """In the event loop: the outcome of a probe."""
+        probe, self._probe = self._probe, None
+        if error is None and self.failure is not None:
+            down = time.time() - (self.failed_since or time.time())
+            self.failure = None
+            self.failed_since = None
+            self.recoveries += 1
+            log.warning(
+                "write-ahead log takes writes again after %.1f s, in segment %d",
+                down,
+                self._segment,
+                extra={"event": "wal_recovered", "segment": self._segment, "down_s": round(down, 2)},
+            )
+        if probe is not None and not probe.done():
+            probe.set_result(error is None)
 
     def _write(self, data: bytes) -> None:
-        """Write a group and make it durable (in the writer thread, holding ``_io``)."""
-        self._file.write(data)
+        """Write a group and make it durable (in the writer thread, holding ``_io``): every byte, or
+        OSError."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._file.fileno(), view)
+            if written <= 0:
+                raise OSError(errno.EIO, "the write-ahead log's write wrote nothing")
+            view = view[written:]
         self._offset += len(data)
         self.bytes_written += len(data)
+        if self.fsync != "always":
+            self._durable_offset = self._offset
         if self.fsync == "always":
             started = time.perf_counter()
             os.fsync(self._file.fileno())
@@ -331,6 +434,7 @@ class WriteAheadLog:
             del self.fsync_seconds[:-256]
             self.fsync_latency.observe(elapsed)
             self.fsyncs += 1
+            self._durable_offset = self._offset
             if self._mark_durable:
                 # One fixed-width pwrite: a kill lands before or after it, never halfway through.
                 line = f"{self._path(self._segment).name} {self._offset:020d}\n".encode()
@@ -345,9 +449,9 @@ class WriteAheadLog:
     async def rotate(self) -> int:
         """Send later appends to a new segment; the last segment number a snapshot must cover.
 
-        Capture the store after this returns: everything logged so far is then in the store (writes
-        are applied before they are logged). Records still buffered go to the new segment, and
-        replaying them over the snapshot is harmless.
+        Capture the store after this returns: every record in the segments it covers is then applied
+        (a group's writes are applied before anything queued after its write, this answer included).
+        Records still buffered go to the new segment, and replaying them over the snapshot is harmless.
         """
         return await asyncio.to_thread(self._rotate)
 
@@ -366,7 +470,7 @@ class WriteAheadLog:
         temporary = self.directory / f".{SNAPSHOT}.tmp"
         written = 0
         with open(temporary, "wb") as handle:
-            handle.write(SNAPSHOT_MAGIC + covered.to_bytes(8, "big"))
+            handle.write(snapshot_header(covered))
             for chunk in states:
                 record = encode_record(chunk)
                 handle.write(record)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from gossip import MemoryNetwork
+from gossip.errors import TooFewPeers
 from tests.gossip.conftest import Cluster, memory_cluster, wait_until
 from tests.gossip.replicas import encode
 
@@ -41,5 +45,10 @@ async def test_replicate_reports_how_many_confirmed_when_a_peer_is_cut_off(start
 
 async def test_replicate_asks_for_no_more_copies_than_there_are_live_peers(started: Start) -> None:
     cluster = await _three(started, MemoryNetwork(seed=3))
-    assert await cluster.members[0].gossiper.replicate([(b"k", encode({9}))], copies=3, timeout=5.0) == 0
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(TooFewPeers) as refused:
+        await cluster.members[0].gossiper.replicate([(b"k", encode({9}))], copies=3, timeout=5.0)
+    assert loop.time() - began < 1.0  # answered at once, not after the timeout
+    assert (refused.value.alive, refused.value.needed) == (2, 3)
     assert cluster.members[0].gossiper.stats()["replicate_short"] == 1

@@ -50,6 +50,8 @@ class NodeProcesses:
         )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, **SECRET_ENV}
+        #: Variables for one node only, over ``env`` (an LD_PRELOAD shim that fails its fsyncs, say).
+        self.node_env: dict[str, dict[str, str]] = {}
 
     def data_dir(self, name: str) -> Path:
         return self.root / "data" / name
@@ -57,14 +59,14 @@ class NodeProcesses:
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
 
-    def start(self, name: str) -> None:
-        """Start ``name`` and wait until it serves."""
+    def start(self, name: str, *options: str) -> None:
+        """Start ``name`` (with ``likes node`` options, if any) and wait until it serves."""
         with open(self.log(name), "ab") as output:
             self.processes[name] = subprocess.Popen(
-                [*likes_command(), "node", "--config", str(self.config), "--name", name],
+                [*likes_command(), "node", "--config", str(self.config), "--name", name, *options],
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **self.node_env.get(name, {})},
             )
         self.eventually(lambda: self.reachable(name), f"{name} serves")
 
@@ -85,6 +87,16 @@ class NodeProcesses:
         process = self.processes.pop(name)
         process.kill()
         process.wait(timeout=10)
+
+    def stop(self, name: str) -> None:
+        """SIGTERM one node, a clean stop (it writes its final snapshot); SIGKILL after a bounded wait."""
+        process = self.processes.pop(name)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
     def pause(self, name: str) -> None:
         self.processes[name].send_signal(signal.SIGSTOP)

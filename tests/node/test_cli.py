@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from node.cli import build_parser, main
 from node.datadir import NodeDataDir
+from node.wal import DISCARD_FLAG
 from tests.node.conftest import free_ports
 
 SECRET = "security: {secret: 0123456789abcdef}\n"
@@ -108,3 +109,10 @@ def test_a_second_process_for_the_same_node_exits_1(tmp_path: Path) -> None:
     with NodeDataDir(tmp_path / "data", "n1"):
         result = likes("node", "--config", str(config), "--name", "n1")
     assert result.returncode == 1 and "already running" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["node", "--name", "n1"], ["up"]])
+def test_the_flag_a_damaged_snapshot_error_names_is_an_option_of_node_and_up(command: list[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args([*command, DISCARD_FLAG]).discard_damaged_snapshot is True
+    assert parser.parse_args(command).discard_damaged_snapshot is False

@@ -44,3 +44,24 @@ def test_corrupt_identity_files_are_reported(tmp_path: Path, name: str, content:
     (tmp_path / "n1" / name).write_text(content)
     with NodeDataDir(tmp_path, "n1") as data_dir, pytest.raises(DataDirError, match=name):
         data_dir.claim_identity()
+
+
+def test_a_start_that_resumes_keeps_the_writer_and_one_that_does_not_takes_the_next(tmp_path: Path) -> None:
+    with NodeDataDir(tmp_path, "n1") as data_dir:
+        first = data_dir.claim_identity(resume=True)  # nothing to resume: the first incarnation
+        again = data_dir.claim_identity(resume=True)
+        renewed = data_dir.claim_identity()
+    assert (first.incarnation, again.incarnation, renewed.incarnation) == (1, 1, 2)
+    assert first.writer == again.writer != renewed.writer
+    with NodeDataDir(tmp_path, "n1") as data_dir:
+        assert data_dir.claim_identity(resume=True) == renewed
+
+
+def test_a_new_actor_id_starts_over_at_the_first_incarnation(tmp_path: Path) -> None:
+    with NodeDataDir(tmp_path, "n1") as data_dir:
+        data_dir.claim_identity()
+        old = data_dir.claim_identity()
+        new = data_dir.claim_identity(resume=True, new_actor=True)
+    assert new.actor != old.actor and new.actor.startswith("n1-") and new.incarnation == 1
+    with NodeDataDir(tmp_path, "n1") as data_dir:
+        assert data_dir.claim_identity(resume=True) == new

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -212,3 +213,33 @@ def test_write_levels_wait_for_peers_and_time_out_as_503_without_losing_the_writ
     body = nodes.call("n1", "PUT", "/v1/items/post/960/likes/4?w=two", status=422)
     assert body["error"]["code"] == "invalid"
     assert nodes.call("n1", "GET", "/v1/items/post/960/likes/4") == {"liked": False}
+
+
+def test_a_write_level_that_too_few_live_peers_can_meet_is_answered_at_once_and_says_why(
+    nodes: NodeProcesses,
+) -> None:
+    nodes.kill("n3")
+    nodes.eventually(
+        lambda: any(
+            m["name"] == "n3" and m["state"] == "dead"
+            for m in nodes.call("n1", "GET", "/v1/cluster")["members"]
+        ),
+        "n1 sees n3 dead",
+    )
+    began = time.monotonic()
+    body = nodes.call("n1", "PUT", "/v1/items/post/961/likes/1?w=all", status=503)
+    elapsed = time.monotonic() - began
+    assert body["error"]["code"] == "write_timeout"
+    message = body["error"]["message"]
+    assert "2 peer(s) must confirm and only 1 is alive" in message and "did not wait" in message
+    assert "2000 ms" not in message and elapsed < 1.0  # the write timeout is 2 s: it was not waited for
+    assert nodes.call("n1", "GET", "/v1/items/post/961/likes/1") == {"liked": True}  # durable here
+    nodes.eventually(
+        lambda: nodes.call("n2", "GET", "/v1/items/post/961/likes/1") == {"liked": True}, "it spreads to n2"
+    )
+
+
+def _member(nodes: NodeProcesses, viewer: str, name: str) -> dict[str, object]:
+    """How ``viewer`` sees member ``name`` (``GET /v1/cluster``)."""
+    members = nodes.call(viewer, "GET", "/v1/cluster")["members"]
+    return next(m for m in members if m["name"] == name)
