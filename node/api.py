@@ -462,6 +462,12 @@ def _wal_status(durability: Durability) -> dict[str, Any]:
         "fsync_p50_ms": _median_ms(wal.fsync_seconds),
         "group_commit_p50_ms": _median_ms(wal.commit_seconds),
         "snapshots": durability.snapshots,
+        # Why the log refuses writes now (None while it takes them), since when (Unix seconds), and
+        # how often it failed and recovered since start: a flapping disk shows in the counts.
+        "failure": wal.failure,
+        "failed_since": None if wal.failed_since is None else round(wal.failed_since, 3),
+        "failures": wal.failures,
+        "recoveries": wal.recoveries,
     }
 
 
@@ -485,8 +491,34 @@ def _checkpoint_status(app: web.Application) -> dict[str, Any]:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
+    """Liveness: the process answers, so it serves reads. Only its failure warrants a restart: a node
+    whose log refuses writes still answers 200 here (``/readyz`` says so instead)."""
     return reply({"status": "ok", "node": request.app[NODE].name})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 while the node takes writes, else 503 ``not_ready`` naming why, so a load
+    balancer sends its traffic elsewhere until the node recovers by itself (a restart would not help)."""
+    reasons = not_ready_reasons(request.app[DURABILITY])
+    if reasons:
+        return error_reply(503, "not_ready", "; ".join(reasons))
+    return reply({"ready": True, "node": request.app[NODE].name})
+
+
+def not_ready_reasons(durability: Durability) -> list[str]:
+    """Why the node should get no traffic now; empty when it is ready. Only a log that refuses writes
+    makes it unready: reads are served from memory whatever the disk does."""
+    if durability.writable:
+        return []
+    wal = durability.wal
+    since = "" if wal.failed_since is None else f" since {_utc(wal.failed_since)}"
+    return [f"no writes taken{since}: {wal.failure or 'the log recovered; a new writer id is being claimed'}"]
+
+
+def _utc(seconds: float) -> str:
+    """Unix time as the logs write it (``2026-01-31T12:00:00Z``), to match a reason with its log line."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @routes.get("/openapi.json")

@@ -3,9 +3,10 @@
 A browser can reach only the node that served it the page, so that node gathers the cluster for it:
 ``GET /v1/dashboard`` asks every node of the cluster file for its ``GET /v1/cluster`` concurrently
 (itself in-process), each with a short timeout; a node that does not answer in time, or answers
-anything but a JSON object, is reported as down, never as an error of the dashboard. One gathering
-serves every request for ``REFRESH_INTERVAL`` seconds, so several open dashboards cost the peers one
-request each per interval; nothing is gathered while nobody watches.
+anything but a JSON object, is reported as down, never as an error of the dashboard. A node that
+answers while its write-ahead log refuses writes is up but not ready, with the log's reason. One
+gathering serves every request for ``REFRESH_INTERVAL`` seconds, so several open dashboards cost the
+peers one request each per interval; nothing is gathered while nobody watches.
 
 Each gathering is also a sample: the node keeps the last ``HISTORY_SAMPLES`` for the charts, and rates
 (likes, gossip bytes) are the change of a node's running totals between two consecutive samples.
@@ -214,6 +215,7 @@ class Dashboard:
         }
         lags = [lane["lag_ms"] for lane in checkpoint.values() if lane["lag_ms"] is not None]
         members = status.get("members")
+        failure = _get(status, "wal", "failure")
         return {
             "name": name,
             "url": url,
@@ -239,6 +241,13 @@ class Dashboard:
             "anti_entropy_keys_repaired": _int(_get(status, "gossip", "anti_entropy_keys_repaired")),
             "wal_records": _int(_get(status, "wal", "records")),
             "wal_fsync_p50_ms": _number(_get(status, "wal", "fsync_p50_ms")),
+            # Ready: it takes writes. A node whose log failed still answers (reads), so it is up but
+            # not ready, with the log's reason; a peer without these fields shows as ready.
+            "ready": failure is None,
+            "wal_failure": None if failure is None else str(failure),
+            "wal_failed_since": _number(_get(status, "wal", "failed_since")),
+            "wal_failures": _int(_get(status, "wal", "failures")),
+            "wal_recoveries": _int(_get(status, "wal", "recoveries")),
             "checkpoint_lag_ms": max(lags, default=None),
             "checkpoint": checkpoint,
         }
@@ -262,6 +271,11 @@ _NUMBERS = (
     "anti_entropy_keys_repaired",
     "wal_records",
     "wal_fsync_p50_ms",
+    "ready",
+    "wal_failure",
+    "wal_failed_since",
+    "wal_failures",
+    "wal_recoveries",
     "checkpoint_lag_ms",
     "checkpoint",
 )

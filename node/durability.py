@@ -167,8 +167,9 @@ class Durability:
 
     @property
     def writable(self) -> bool:
-        """Whether the log takes writes."""
-        return self.wal.failure is None
+        """Whether the node takes writes: from a failed log record until the log recovered and the
+        node writes under a new writer id, it does not."""
+        return self.wal.failure is None and self.store.writable
 
     def _log_failed(self, reason: str) -> None:
         """A log record failed (on the event loop, before its writers hear it): drop every staged

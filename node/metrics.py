@@ -138,7 +138,8 @@ class NodeMetrics:
         self.registry.register(_MembersCollector(members))
 
     def watch_log(self, wal: WriteAheadLog, snapshots: Callable[[], int]) -> None:
-        """Expose the write-ahead log's totals and fsync and group-commit latency histograms."""
+        """Expose the write-ahead log's totals, fsync and group-commit latency histograms, and whether
+        it refuses writes."""
         self.registry.register(_LogCollector(wal, snapshots))
 
     def watch_checkpoints(self, lanes: Callable[[], Mapping[str, LaneStatus]]) -> None:
@@ -271,6 +272,20 @@ class _LogCollector(Collector):
         )
         yield CounterMetricFamily("likes_wal_fsyncs", "fsync calls of the write-ahead log.", wal.fsyncs)
         yield CounterMetricFamily("likes_wal_snapshots", "Snapshots written since start.", self._snapshots())
+        # Alert on the gauge; the counters show a disk that fails and recovers between two scrapes.
+        yield GaugeMetricFamily(
+            "likes_wal_failed",
+            "1 while the write-ahead log refuses writes (a write or fsync failed), 0 while it takes them.",
+            value=0 if wal.failure is None else 1,
+        )
+        yield CounterMetricFamily(
+            "likes_wal_failures", "Times the write-ahead log failed and began refusing writes.", wal.failures
+        )
+        yield CounterMetricFamily(
+            "likes_wal_recoveries",
+            "Times the write-ahead log took writes again after failing.",
+            wal.recoveries,
+        )
         fsync = _histogram("likes_wal_fsync_seconds", "Duration of each log fsync (the disk's part).", [])
         _add_histogram(fsync, [], wal.fsync_latency)
         yield fsync
@@ -296,7 +311,7 @@ class _CheckpointCollector(Collector):
         lanes = sorted(self._lanes().items())
         lag = GaugeMetricFamily(
             "likes_checkpoint_lag_seconds",
-            "Age of the oldest change not yet written to the sink (0 when caught up).",
+            "Age of the oldest change held for an owned item and not yet in the sink (mysql: restorable).",
             labels=["sink"],
         )
         pending = GaugeMetricFamily(

@@ -116,7 +116,23 @@ SCHEMAS: dict[str, Any] = {
             "likes": {**_COUNT, "description": "likes held over every item (the sum of their counts)"},
             "fingerprint": {"type": "string"},
             "gossip": {"type": "object"},
-            "wal": {"type": "object"},
+            "wal": _obj(
+                {
+                    "failure": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "why the write-ahead log refuses writes now; null while it takes them",
+                    },
+                    "failed_since": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "Unix time (seconds) the current failure began; null while none",
+                    },
+                    "failures": {**_COUNT, "description": "times the log failed since the node started"},
+                    "recoveries": {**_COUNT, "description": "times it took writes again after failing"},
+                },
+                loose=True,
+            ),
             "checkpoint": {"type": "object"},
             "writes": {"type": "object", "description": "local writes that changed state, by kind"},
         },
@@ -135,6 +151,12 @@ SCHEMAS: dict[str, Any] = {
             "like_rate": {"type": "number", "nullable": True, "description": "local likes per second"},
             "gossip_bytes_rate": {"type": "number", "nullable": True},
             "wal_fsync_p50_ms": {"type": "number", "nullable": True},
+            "ready": {
+                "type": "boolean",
+                "nullable": True,
+                "description": "it takes writes (false: its write-ahead log failed); null while down",
+            },
+            "wal_failure": {"type": "string", "nullable": True, "description": "why it refuses writes"},
             "checkpoint_lag_ms": {"type": "integer", "nullable": True},
         },
         loose=True,
@@ -162,6 +184,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "node": {"type": "string"}}),
+    "Ready": _obj({"ready": {"type": "boolean", "enum": [True]}, "node": {"type": "string"}}),
     "Keyring": _obj({"primary": {"type": "string"}, "keys": {"type": "array", "items": {"type": "string"}}}),
     "KeyringChange": _obj(
         {"key_id": {"type": "string"}, "primary": {"type": "string"}, "keys": {"type": "array"}}, loose=True
@@ -215,6 +238,11 @@ RESPONSES: dict[str, Any] = {
         "`write_timeout` (the write level was not met in time; the write is "
         "durable here and still spreads), `not_durable` (this node's disk fails) or `causal_timeout` "
         "(the writes a causal token names did not arrive in time; nothing was applied)",
+    ),
+    "NotReady": _json(
+        _ERROR,
+        "`not_ready`: the node takes no writes now, its message says why (its write-ahead log failed: "
+        "it still serves reads and takes writes again by itself once its disk does)",
     ),
 }
 
@@ -307,6 +335,7 @@ def _op(
         "UnsupportedMediaType": "415",
         "Invalid": "422",
         "Unavailable": "503",
+        "NotReady": "503",
     }
     responses: dict[str, Any] = {"200": ok}
     for name in errors:
@@ -451,7 +480,21 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/healthz": {
-        "get": _op("Liveness", _json(_ref("schemas", "Health"), "the process answers"), []),
+        "get": _op(
+            "Liveness: 200 while the process answers, its disk failing or not. What an orchestrator "
+            "restarts the node on; `/readyz` says whether to send it traffic",
+            _json(_ref("schemas", "Health"), "the process answers"),
+            [],
+        ),
+    },
+    "/readyz": {
+        "get": _op(
+            "Readiness: 200 while the node takes writes, 503 `not_ready` (with the reason) while it "
+            "does not. What a load balancer takes the node out of rotation on, and back in once it "
+            "answers 200; a restart does not cure it",
+            _json(_ref("schemas", "Ready"), "the node takes writes"),
+            ["NotReady"],
+        ),
     },
     "/metrics": {
         "get": _op(

@@ -7,6 +7,17 @@ batches of ``batch_items``. A failed write keeps the batch pending and backs off
 ``max_backoff_ms``); likes never wait for a sink. Lag (pending items, age of the oldest, errors) is
 reported at ``GET /v1/cluster``.
 
+Lag is what an operator waits on before ``likes restore``, so it must never read 0 early: a sink's
+lag is the age of the oldest change this node holds, for an item it owns, that the sink cannot give
+back yet, counted from when the change reached the store (``LikeStore.dirty_since``: before the like
+was answered), not from when a round took it. A status read takes the store's dirty items itself (a
+round takes them from there), so they count as pending, by owner, before any round. For the sinks
+``likes restore`` reads (``RESTORE_SINKS``) a change is done only once a state of its item holding
+it is written; for the others, once their rows hold it. A takeover not yet run after a member left
+(``TAKEOVER_DELAY``) counts from when it began: the changes this node holds for the items it gains
+were left to their old owner, so until it runs nothing says the sinks have them. (A start needs no
+such count: every item the log restores is dirty.)
+
 Ownership: each item is written by one owner, chosen by rendezvous hashing over the live members (the
 highest ``hash(member, item)`` wins), and another member takes over when the owner dies, so the
 cluster writes each change once, not once per node. A member that gains items (at start, or when a
@@ -24,9 +35,11 @@ Liked-at times are the time the checkpointer first sees a like (the CRDT keeps n
 the first one they were given. Item states (for disaster recovery) go with every write of an item to
 Redis and MySQL, except that an item with more than ``LARGE_ITEM_LIKES`` likers has its state written
 at most every ``LARGE_STATE_INTERVAL`` seconds (a hot post's state is megabytes; its like_records rows
-are written every time). SQLite gets an item's state at most every ``SQLITE_STATE_INTERVAL``: the file
-lives in the node's data directory, next to the log that already holds every state, so its states
-only spare a restore from the log; encoding them at every write cost a tenth of a like's CPU.
+are written every time); its lane then writes the deferred state once the interval is over, even if
+the item changes no more, and until then counts the item pending in a sink ``likes restore`` reads.
+SQLite gets an item's state at most every ``SQLITE_STATE_INTERVAL``: the file lives in the node's
+data directory, next to the log that already holds every state, so its states only spare a restore
+from the log; encoding them at every write cost a tenth of a like's CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import bisect
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from array import array
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence
@@ -54,6 +68,9 @@ LARGE_ITEM_LIKES = 10_000
 LARGE_STATE_INTERVAL = 30.0
 #: Seconds between state writes of any item to the embedded SQLite file (see the module docstring).
 SQLITE_STATE_INTERVAL = 60.0
+#: The sinks ``likes restore`` reads item states from (``node.restore``): a change is pending there
+#: until a state holding it is written, not merely its rows.
+RESTORE_SINKS = frozenset({"mysql"})
 
 #: Seconds a node waits after a start or a membership change before it rewrites in full the items it
 #: gained (see the module docstring).
@@ -81,6 +98,8 @@ class _Pending:
 
     users: set[int] = field(default_factory=set)
     full: bool = False
+    #: When the oldest change it holds reached the store (monotonic seconds; inf before the first).
+    since: float = math.inf
 
 
 @dataclass
@@ -107,8 +126,13 @@ class Lane:
         self._batch_items = batch_items
         self._max_backoff = max_backoff
         self._pending: dict[bytes, _Pending] = {}
-        #: When the oldest pending change arrived (monotonic seconds), None when nothing is pending.
+        #: No later than the oldest ``since`` in ``_pending`` (exact after each write), None when empty.
         self._oldest: float | None = None
+        #: Whether a change is done only once a state holding it is written (``RESTORE_SINKS``).
+        self._restores = sink.name in RESTORE_SINKS
+        #: Items whose rows are written but whose state (deferred: a large item) lacks changes, with
+        #: the ``since`` of the oldest: still pending here until their state is written.
+        self._unstated: dict[bytes, float] = {}
         self._retry_at = 0.0
         self._backoff = 0.0
         #: When the current outage began (monotonic seconds; None while the sink works) and how many
@@ -120,31 +144,48 @@ class Lane:
         self.errors = 0
         self.last_error: str | None = None
 
-    def absorb(self, dirty: dict[bytes, set[int]], *, full: bool = False) -> None:
-        """Add changed items (and their changed users) to what this lane must write."""
+    def absorb(self, dirty: Mapping[bytes, set[int]], *, since: float, full: bool = False) -> None:
+        """Add changed items (and their changed users) to what this lane must write; ``since``: when
+        the oldest of these changes reached the store."""
         if not dirty:
             return
-        if self._oldest is None:
-            self._oldest = time.monotonic()
+        self._oldest = since if self._oldest is None else min(self._oldest, since)
         for raw, users in dirty.items():
             pending = self._pending.get(raw)
             if pending is None:
-                pending = self._pending[raw] = _Pending()
+                pending = self._pending[raw] = _Pending(since=self._unstated.pop(raw, math.inf))
+            pending.since = min(pending.since, since)
             pending.users |= users
             pending.full = pending.full or full
 
     def forget(self, keep: Callable[[bytes], bool]) -> None:
         """Drop pending items this lane no longer writes (owned by another member)."""
-        for raw in [raw for raw in self._pending if not keep(raw)]:
+        gone = [raw for raw in self._pending if not keep(raw)]
+        for raw in gone:
             del self._pending[raw]
-        if not self._pending:
-            self._oldest = None
+        for raw in [raw for raw in self._unstated if not keep(raw)]:
+            del self._unstated[raw]
+        if gone:
+            self._oldest = _oldest(self._pending)
 
     def due(self, now: float) -> bool:
-        return bool(self._pending) and now >= self._retry_at
+        return (bool(self._pending) or any(map(self._state_due, self._unstated))) and now >= self._retry_at
+
+    def _state_due(self, raw: bytes) -> bool:
+        """Whether the deferred state of ``raw`` may be written now (``LARGE_STATE_INTERVAL``)."""
+        return time.monotonic() >= self._state_written.get(raw, -math.inf) + LARGE_STATE_INTERVAL
+
+    def _unstated_due(self) -> None:
+        """Make pending again the items whose deferred state may be written now: left alone, the
+        state of a large item that stops changing would stay behind its rows for good."""
+        due = [raw for raw in self._unstated if self._state_due(raw)]
+        for raw in due:
+            self.absorb({raw: set()}, since=self._unstated.pop(raw))
 
     async def flush(self, store: LikeStore, now_ms: int, encoded: dict[bytes, bytes]) -> None:
         """Write everything pending, batch by batch; on failure keep the rest and back off."""
+        self._unstated_due()
+        wrote = False
         try:
             if not self._opened:
                 await self.sink.open()
@@ -153,11 +194,20 @@ class Lane:
                 taken = dict(list(self._pending.items())[: self._batch_items])
                 batch = await self._checkpoints(store, taken, now_ms, encoded)
                 await self.sink.write(batch)
-                for raw in taken:
-                    if self._pending.get(raw) is taken[raw]:
+                for (raw, pending), checkpoint in zip(taken.items(), batch, strict=True):
+                    if self._pending.get(raw) is pending:
                         del self._pending[raw]
+                    if not self._restores:
+                        continue
+                    if checkpoint.state is None:  # rows written, state deferred: not restorable yet
+                        self._unstated[raw] = min(pending.since, self._unstated.get(raw, pending.since))
+                    else:
+                        self._unstated.pop(raw, None)
                 self.written_items += len(batch)
+                wrote = True
         except SinkUnavailable as exc:
+            if wrote:
+                self._oldest = _oldest(self._pending)
             self.errors += 1
             if self._down_since is None:  # the first failure of an outage: its retries are not news
                 self._down_since = time.monotonic()
@@ -189,7 +239,7 @@ class Lane:
                 },
             )
         self._backoff = 0.0
-        self._oldest = None
+        self._oldest = _oldest(self._pending)
 
     async def _checkpoints(
         self, store: LikeStore, taken: dict[bytes, _Pending], now_ms: int, encoded: dict[bytes, bytes]
@@ -226,16 +276,32 @@ class Lane:
             self._state_written[raw] = now
         return state
 
-    def status(self) -> LaneStatus:
-        lag = 0 if self._oldest is None else int((time.monotonic() - self._oldest) * 1000)
+    def status(self, unseen: Iterable[bytes] = (), unseen_since: float | None = None) -> LaneStatus:
+        """This lane's figures, counting also ``unseen``: changed items this lane has not taken yet
+        (the store's, owned by this node), the oldest of whose changes reached the store at
+        ``unseen_since`` (which may also stand for a takeover not yet run)."""
+        pending, unstated = self._pending, self._unstated  # disjoint
+        new = sum(1 for raw in unseen if raw not in pending and raw not in unstated)
+        count = len(pending) + len(unstated) + new
+        oldest = min(
+            (t for t in (self._oldest, unseen_since, *self._unstated.values()) if t is not None),
+            default=None,
+        )
+        # Rounded up: a change not yet restorable never reads as 0 ms.
+        lag = 0 if oldest is None else max(1, math.ceil((time.monotonic() - oldest) * 1000))
         return LaneStatus(
-            pending_items=len(self._pending),
+            pending_items=count,
             lag_ms=lag,
             written_items=self.written_items,
             errors=self.errors,
             down=self._backoff > 0,
             last_error=self.last_error,
         )
+
+
+def _oldest(pending: Mapping[bytes, _Pending]) -> float | None:
+    """When the oldest change in ``pending`` reached the store; None when nothing is pending."""
+    return min((p.since for p in pending.values()), default=None)
 
 
 def _checkpoint(
@@ -332,6 +398,15 @@ class Checkpointer:
         self._takeover_delay = takeover_delay
         #: A pending full rewrite: when it is due, and the members before the change (None: start).
         self._takeover: tuple[float, frozenset[str] | None] | None = None
+        #: The store's dirty items taken but not yet handed to the lanes (a status read takes them, to
+        #: count them by owner), and when the oldest of their changes reached the store.
+        self._taken: dict[bytes, set[int]] = {}
+        self._taken_since: float | None = None
+        #: When the store's dirty items were last taken: any change taken later was made after it.
+        self._drained = time.monotonic()
+        #: When a member first left the view since the last takeover ran (None: none left): the changes
+        #: this node holds for the items it gains from it count from then.
+        self._member_left: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -352,7 +427,42 @@ class Checkpointer:
                 await lane.sink.close()
 
     def status(self) -> dict[str, LaneStatus]:
-        return {lane.sink.name: lane.status() for lane in self.lanes}
+        """Each sink's figures (``Lane.status``), counting also the changes no round has taken yet
+        (the store's dirty items this node owns) and a takeover not yet run: a lag of 0 means every
+        change this node holds for the items it owns is in the sink (see the module docstring)."""
+        self._take_dirty()
+        mine = self._owned_by_me(self._members) if self._members else None  # before any round: all
+        unseen = [raw for raw in self._taken if mine is None or mine(raw)]
+        since = self._taken_since if unseen else None
+        began = self._takeover_began()
+        if began is not None:
+            since = began if since is None else min(since, began)
+        return {lane.sink.name: lane.status(unseen, since) for lane in self.lanes}
+
+    def _take_dirty(self) -> None:
+        """Take the store's dirty items into ``_taken``, with when the oldest change reached the store."""
+        since = self._store.dirty_since
+        dirty = self._store.drain_dirty()
+        if since is None:  # the store always names it while dirty; should it not, this bound holds
+            since = self._drained
+        self._drained = time.monotonic()
+        if not dirty:
+            return
+        if self._taken:
+            for raw, users in dirty.items():
+                self._taken.setdefault(raw, set()).update(users)
+        else:
+            self._taken = dirty
+        self._taken_since = since if self._taken_since is None else min(self._taken_since, since)
+
+    def _takeover_began(self) -> float | None:
+        """When a takeover not yet run that may gain items began: a member left the view (a start
+        alone gains nothing unseen: what the log restores is dirty) and has not come back, and this
+        node holds items."""
+        if self._takeover is None or self._member_left is None or not len(self._store):
+            return None
+        before = self._takeover[1]
+        return None if before is not None and before <= self._members else self._member_left
 
     async def _run(self) -> None:
         while True:
@@ -364,7 +474,9 @@ class Checkpointer:
 
     async def tick(self, *, force: bool = False) -> None:
         """One round: take the store's dirty items, follow ownership changes, write what is due."""
-        dirty = self._store.drain_dirty()
+        self._take_dirty()
+        dirty, since = self._taken, self._taken_since
+        self._taken, self._taken_since = {}, None
         members = frozenset(self._live_members()) | {self._me}
         now = time.monotonic()
         if not self._started:
@@ -373,13 +485,19 @@ class Checkpointer:
             self._takeover = (now + self._takeover_delay, None)
         elif members != self._members and self._takeover is None:
             self._takeover = (now + self._takeover_delay, self._members)
+        if self._members - members and self._member_left is None:
+            self._member_left = now
         self._members = members
         if self._takeover is not None and now >= self._takeover[0]:
-            self._take_over(self._takeover[1], members)
+            self._take_over(
+                self._takeover[1], members, since=now if self._member_left is None else self._member_left
+            )
             self._takeover = None
+            self._member_left = None
         mine = self._owned_by_me(members)
         for lane in self.lanes:
-            lane.absorb(dirty)
+            if since is not None:
+                lane.absorb(dirty, since=since)
             lane.forget(mine)
         now_ms = int(time.time() * 1000)
         encoded: dict[bytes, bytes] = {}
@@ -391,13 +509,15 @@ class Checkpointer:
         ordered = sorted(members)
         return lambda raw: owner(raw, ordered) == self._me
 
-    def _take_over(self, before: frozenset[str] | None, after: frozenset[str]) -> None:
+    def _take_over(self, before: frozenset[str] | None, after: frozenset[str], *, since: float) -> None:
         """The items this node owns under ``after`` and did not under ``before`` (all it owns when
-        ``before`` is None: a start) are written in full."""
+        ``before`` is None: a start) are written in full; their lag counts from ``since``: when a
+        member left, whose unwritten changes these may hold (else now: a start, whose held changes
+        the log made dirty)."""
         is_mine = self._owned_by_me(after)
         was_mine = (lambda raw: False) if before is None else self._owned_by_me(before | {self._me})
         gained = {raw: set[int]() for raw in self._store.item_keys() if is_mine(raw) and not was_mine(raw)}
         if gained:
             log.info("members changed; this node now owns %d more items", len(gained))
             for lane in self.lanes:
-                lane.absorb(gained, full=True)
+                lane.absorb(gained, since=since, full=True)

@@ -46,10 +46,28 @@
     return `${number(scaled, unit === 0 ? 0 : 1)} ${units[unit]}`;
   }
 
-  function pill(state, title) {
-    const span = element("span", state, `state ${state}`);
+  function pill(state, title, kind) {
+    const span = element("span", state, `state ${kind || state}`);
     if (title) span.title = title;
     return span;
+  }
+
+  // Why a node that answers refuses writes: its write-ahead log failed (reads still work).
+  function notReadyReason(node) {
+    const since = node.wal_failed_since ? ` since ${new Date(node.wal_failed_since * 1000).toLocaleTimeString()}` : "";
+    return `refusing writes${since}: ${node.wal_failure}`;
+  }
+
+  // [text, class, title] of a node's status pill: down, up but not ready (no writes), or up.
+  function nodeState(node) {
+    if (!node.up) return ["down", "down", node.error || node.url];
+    if (node.ready === false) return ["not ready", "not-ready", notReadyReason(node)];
+    return ["up", "up", node.url];
+  }
+
+  function statusPill(node) {
+    const [text, kind, title] = nodeState(node);
+    return pill(text, title, kind);
   }
 
   // -- the summary cards and tables --------------------------------------------------------------
@@ -81,7 +99,7 @@
       row.dataset.node = node.name;
       const label = element("th");
       label.append(swatch(node.name), document.createTextNode(node.name + " "));
-      label.append(pill(node.up ? "up" : "down", node.error || ""));
+      label.append(statusPill(node));
       row.append(label);
       const seen = new Map((node.members || []).map((m) => [m.name, m.state]));
       for (const name of columns) {
@@ -140,7 +158,8 @@
       const name = element("td");
       name.append(swatch(node.name), document.createTextNode(node.name));
       const status = element("td");
-      status.append(pill(node.up ? "up" : "down", node.error || node.url));
+      status.append(statusPill(node));
+      if (node.up && node.ready === false) status.append(element("span", notReadyReason(node), "reason"));
       row.append(name, status);
       for (const [key, , show] of NODE_COLUMNS) row.append(element("td", show(node), `num ${key}`));
       row.append(element("td", checkpointText(node), "checkpoint"));
@@ -151,6 +170,18 @@
       rows.push(row);
     }
     byId("nodes").replaceChildren(...rows);
+  }
+
+  // One line per node that answers but refuses writes, at the top of the page; rewritten only when
+  // it changes, so a screen reader hears it once.
+  function renderAlerts(data) {
+    const lines = data.nodes.filter((n) => n.up && n.ready === false).map((n) => `${n.name} is not ready: ${notReadyReason(n)}`);
+    const alerts = byId("alerts");
+    const text = lines.join("\n");
+    if (alerts.dataset.text === text) return;
+    alerts.dataset.text = text;
+    alerts.replaceChildren(...lines.map((line) => element("p", line, "alert")));
+    alerts.hidden = lines.length === 0;
   }
 
   function renderLegend(data) {
@@ -279,6 +310,7 @@
   function render(data) {
     for (const node of data.nodes) colourOf(node.name);
     renderSummary(data);
+    renderAlerts(data);
     renderMembers(data);
     renderNodes(data);
     renderLegend(data);

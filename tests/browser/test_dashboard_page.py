@@ -1,18 +1,23 @@
 """The dashboard (``GET /dashboard``) in a real chromium against a real 3-node cluster.
 
 What an operator sees on the page served by n1: three members alive in every node's view, every node
-up, the charts drawn, and the numbers moving without a reload when likes arrive on every node.
+up, the charts drawn, and the numbers moving without a reload when likes arrive on every node; and,
+on a node of its own, that one whose write-ahead log refuses writes is shown not ready with the reason.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from node.api import DURABILITY
 from tests.browser.conftest import save_screenshot
 from tests.node.processes import NodeProcesses
+from tests.node.test_schemathesis import ServedNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]
 
@@ -94,3 +99,34 @@ def test_a_node_that_stops_answering_is_shown_down(cluster: NodeProcesses, conte
         cluster.resume("n3")
     expect(page.locator('#nodes tr[data-node="n3"] .state.up')).to_have_count(1, timeout=10_000)
     expect(page.locator("#alive-count")).to_have_text("3", timeout=15_000)
+
+
+def test_a_node_whose_log_failed_is_shown_not_ready_with_the_reason(
+    context: BrowserContext, tmp_path: Path
+) -> None:
+    served = ServedNode(tmp_path)  # a node app of its own, whose log the test can fail
+    try:
+        assert served.app is not None
+        wal = served.app[DURABILITY].wal
+        page = open_dashboard(context, served.url)
+        status = page.locator('#nodes tr[data-node="n1"] td').nth(1)
+        expect(status.locator(".state.up")).to_have_count(1)
+        expect(page.locator("#alerts")).to_be_hidden()
+
+        reason = "the write-ahead log failed: [Errno 28] No space left on device"
+        wal.failure, wal.failed_since, wal.failures = reason, time.time(), 1  # as a failed fsync leaves it
+        expect(status.locator(".state.not-ready")).to_have_text("not ready")
+        expect(status.locator(".reason")).to_contain_text("refusing writes since ")
+        expect(status.locator(".reason")).to_contain_text(reason)
+        expect(page.locator('#members tr[data-node="n1"] th .state.not-ready')).to_have_count(1)
+        expect(page.locator("#alerts .alert")).to_have_text(
+            re.compile(rf"^n1 is not ready: .*{re.escape(reason)}$")
+        )
+        save_screenshot(page, "dashboard-not-ready")
+
+        wal.failure, wal.failed_since, wal.recoveries = None, None, 1  # as a successful probe leaves it
+        expect(status.locator(".state.up")).to_have_count(1)
+        expect(status.locator(".reason")).to_have_count(0)
+        expect(page.locator("#alerts")).to_be_hidden()
+    finally:
+        served.stop()

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from node.api import METRICS
+from node.api import DURABILITY, METRICS
 from node.dashboard import DASHBOARD, MAX_SAMPLE_GAP, ConvergenceWatch, Dashboard
 from tests.node.conftest import Client, ClientFactory, free_ports, make_app
 from tests.node.processes import NodeProcesses
@@ -122,6 +122,39 @@ async def test_members_that_do_not_answer_are_shown_down(
     assert found["n1"]["agrees"] is True and found["n2"]["agrees"] is False  # a tie: this node's wins
     assert found["n2"]["local_likes"] == 1
     assert app[METRICS].internal_error_count() == 0
+
+
+async def test_a_member_whose_log_failed_is_up_but_not_ready_with_the_reason(
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    peer_app = make_app(tmp_path / "peer")
+    peer = await aiohttp_server(peer_app)
+    app = make_app(tmp_path / "n1")
+    app[DASHBOARD].member_urls["n2"] = str(peer.make_url(""))
+    app[DASHBOARD].refresh_interval = 0.0
+    client = await aiohttp_client(app)
+    reason = "the write-ahead log failed: [Errno 28] No space left on device"
+    wal = peer_app[DURABILITY].wal
+    wal.failure, wal.failed_since, wal.failures, wal.recoveries = reason, 1795417033.25, 3, 2
+
+    found = rows(await dashboard(client))
+    n1, n2 = found["n1"], found["n2"]
+    assert n2["up"] is True and n2["error"] is None and n2["ready"] is False
+    assert (n2["wal_failure"], n2["wal_failed_since"]) == (reason, 1795417033.25)
+    assert (n2["wal_failures"], n2["wal_recoveries"]) == (3, 2)
+    assert n1["ready"] is True and n1["wal_failure"] is None and n1["wal_failures"] == 0
+
+    wal.failure, wal.failed_since, wal.recoveries = None, None, 3
+    n2 = rows(await dashboard(client))["n2"]
+    assert n2["ready"] is True and n2["wal_failure"] is None and n2["wal_recoveries"] == 3
+    await peer.close()
+    assert rows(await dashboard(client))["n2"]["ready"] is None  # down: not known
+
+
+async def test_the_page_shows_a_node_that_refuses_writes(client: Client) -> None:
+    page = await (await client.get("/dashboard")).text()
+    assert 'id="alerts"' in page and ".state.not-ready" in page
+    assert "node.ready === false" in page and '"not ready", "not-ready"' in page
 
 
 async def test_one_gathering_serves_every_viewer(

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from typing import Any
 
 import orjson
 import pytest
 
+from node.api import DURABILITY
 from node.cli import main
 from node.config import NodeSpec, load_config
-from node.status import NodeReport, report_status, summarize
+from node.status import NodeReport, report_status, status_json, summarize
+from tests.node.conftest import Client
 from tests.node.processes import NodeProcesses
 
 WIDTH = 140
@@ -118,6 +121,51 @@ def test_the_tables_show_each_node_and_how_each_sees_the_others() -> None:
     assert "n3 is down: unreachable: connection refused" in text
     assert lines[-1] == "agree: no, 2 different states among 2 node(s)"
     assert all(len(line) <= WIDTH for line in lines)
+
+
+async def test_a_node_whose_log_failed_is_named_and_the_exit_status_is_1(client: Client) -> None:
+    """n1's answer is a real node's ``GET /v1/cluster`` while its log refuses writes; the nodes agree."""
+    reason = "the write-ahead log failed: [Errno 28] No space left on device"
+    wal = client.app[DURABILITY].wal
+    wal.failure, wal.failed_since, wal.failures, wal.recoveries = reason, time.time() - 90, 2, 1
+    failed = await (await client.get("/v1/cluster")).json()
+    states = {"n1": "alive", "n2": "alive"}
+    healthy = view("n2", likes=0, fingerprint=failed["fingerprint"], states=states)
+    reports = [NodeReport(spec("n1", 8001), failed), NodeReport(spec("n2", 8002), healthy)]
+    status = summarize(reports)
+    n1, n2 = status.nodes
+    assert (n1.wal_failure, n1.wal_failures, n1.wal_recoveries) == (reason, 2, 1) and n2.wal_failure is None
+    assert status.agree and status.verdict == "agree: yes, all 2 nodes hold the same state"
+    assert status.exit_status == 1 and status_json(status)["exit_status"] == 1
+    assert status_json(status)["nodes"][0]["wal_failure"] == reason
+
+    text = render(reports)
+    fingerprint = failed["fingerprint"][:12]
+    row = (
+        r"│ n1 +│ http://127\.0\.0\.1:8001 │ up │ alive@0 │ +0 │ +0 │ +0 │ +FAILED │ no sinks +│ "
+        rf"{fingerprint} │"
+    )
+    assert any(re.fullmatch(row, line.rstrip()) for line in text.splitlines()), text
+    said = " ".join(text.split())  # the line wraps at the console's width
+    assert re.search(
+        r"n1 refuses writes since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(9\d s ago\): "
+        + re.escape(f"{reason} (its write-ahead log failed 2x and recovered 1x since the node started)"),
+        said,
+    ), text
+    assert text.splitlines()[-1] == "agree: yes, all 2 nodes hold the same state"
+
+
+def test_a_log_that_failed_and_recovered_leaves_the_exit_status_0() -> None:
+    states = {"n1": "alive"}
+    wal = {"group_commit_p50_ms": 1.25, "failure": None, "failed_since": None, "failures": 1, "recoveries": 1}
+    answer = view("n1", likes=5, fingerprint="ee" * 16, states=states, wal=wal)
+    reports = [NodeReport(spec("n1", 8001), answer)]
+    status = summarize(reports)
+    assert status.exit_status == 0 and status.nodes[0].wal_failures == 1
+    text = render(reports)
+    said = "n1 takes writes again: its write-ahead log failed 1x and recovered 1x since the node started"
+    assert said in " ".join(text.split())
+    assert "FAILED" not in text and "1.2 ms" in text
 
 
 # -- against real nodes --------------------------------------------------------------------------
