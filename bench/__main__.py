@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import cluster, compare, crdt, memory, scenarios
 
 #: The fault harness's nemeses (``bench.faults.NEMESES``; that module is imported only when run).
-NEMESES = ("partition", "kill", "pause", "proxy", "sinks")
+NEMESES = ("partition", "kill", "pause", "proxy", "sinks", "disk")
 GOSSIP_HELP = "override a cluster.yaml gossip setting, e.g. delta_interval_ms=20 (repeatable)"
 
 
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     jepsen.add_argument("--nemesis", nargs="+", choices=NEMESES, default=list(NEMESES), help="(all)")
     jepsen.add_argument("--seconds", type=float, help="seconds of faults per nemesis (the issue's figures)")
     jepsen.add_argument("--nodes", type=int, default=5, help="nodes of the cluster (5)")
+    jepsen.add_argument(
+        "--fsync-failures",
+        action="store_true",
+        help="disk nemesis: every other cycle fails the node's fsyncs (EIO through an LD_PRELOAD shim, "
+        "built with gcc) instead of filling its disk",
+    )
     return parser
 
 
@@ -102,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench import faults  # imports the test proxies: run from the repository root
 
         found = faults.run(
-            args.nemesis, seconds=args.seconds, nodes=args.nodes, out=args.out, quick=args.quick
+            args.nemesis,
+            seconds=args.seconds,
+            nodes=args.nodes,
+            out=args.out,
+            quick=args.quick,
+            fsync_failures=args.fsync_failures,
         )
         print(faults.render(found))
         return 0 if args.quick or faults.all_met(found) else 1

@@ -16,14 +16,18 @@ sequence of operations and its expected final state is well defined:
   in place; ordering one user's writes across nodes is what session tokens are for, not this test.
 
 Every operation is recorded as ``ok`` (200), ``fail`` (nothing sent: connection refused; or a 4xx,
-which changes nothing) or ``info`` (indeterminate: a timeout, a reset after sending, a 5xx). A toggle
-pair is retired after an indeterminate operation, since it might still land after a later one.
+which changes nothing), ``refused`` (503 ``not_durable``: the node could not make it durable and says
+it changed nothing) or ``info`` (indeterminate: a timeout, a reset after sending, any other 5xx). A
+toggle pair is retired after an indeterminate operation, since it might still land after a later one.
 
 **Checker.** A pair may end liked if its last ``ok`` operation is a like or any indeterminate
 operation is, and unliked if its last ``ok`` is an unlike, it has none, or any indeterminate operation
-is an unlike. *Lost*: an acknowledged state not held after heal (an acknowledged like missing, or an
-acknowledged unlike undone by nothing the client attempted). *Phantom*: a liker the history cannot
-explain (never attempted, or present though only unlikes could have been last). Also: every node's
+is an unlike; failed and refused operations never happened. *Lost*: an acknowledged state not held
+after heal (an acknowledged like missing, or an acknowledged unlike undone by nothing the client
+attempted). *Phantom*: a liker the history cannot explain (never attempted, or present though only
+unlikes could have been last), including a refused write whose effect shows (``refused_visible``: a
+refused like held, or a refused unlike's like gone, with no later acknowledged operation to explain
+it). Also: every node's
 count equals the size of its liker list, no liker listed twice, every node holds the same sets and
 the same ``/v1/cluster`` fingerprint, and how long after the heal that took.
 
@@ -31,8 +35,13 @@ the same ``/v1/cluster`` fingerprint, and how long after the heal that took.
 test-only fault layer ``gossip.faults``), ``kill`` (``kill -9`` of a random node, restarted once the
 others have declared it dead), ``pause`` (SIGSTOP for 5 s, SIGCONT), ``proxy`` (every node's gossip
 through a ``FrameProxy`` that drops 10%, duplicates 25%, reorders 25% and replays 5% of frames) and
-``sinks`` (Redis and MySQL behind cut proxies). The failure detector is watched throughout: dead
-verdicts about a paused node (false) against the detection time of a real kill.
+``sinks`` (Redis and MySQL behind cut proxies) and ``disk`` (one node's data dir on a 2 MiB tmpfs
+that is filled and freed, and with ``disk_fsync_failures`` every other cycle its fsyncs failing with
+EIO through an LD_PRELOAD shim; ``bench.disk``; root, and gcc for the shim). After each disk fault the
+nemesis times how long the node takes to take writes again (its first acknowledged write, and
+``/readyz`` 200), then kills and restarts it, so what its log replays is checked too. The failure
+detector is watched throughout: dead verdicts about a paused node (false) against the detection time
+of a real kill.
 
 The cluster file is the shipped ``cluster.yaml`` with only nodes, data directory, secret and (for
 ``sinks``) the checkpoint URLs replaced, so the figures describe the shipped timings.
@@ -61,12 +70,22 @@ from urllib.parse import urlsplit
 import aiohttp
 import yaml
 
+from bench.disk import (
+    DEFAULT_DISK_BYTES,
+    DiskFaultUnavailable,
+    Filler,
+    Tmpfs,
+    build_fail_fsync,
+    fail_fsync_env,
+)
 from bench.launch import free_ports, likes_command, shipped_file
 from tests.tcpproxy import FrameProxy, Mangling, TcpProxy
 
 Kind = Literal["like", "unlike"]
-Outcome = Literal["ok", "fail", "info"]
-NEMESES = ("partition", "kill", "pause", "proxy", "sinks")
+Outcome = Literal["ok", "fail", "info", "refused"]
+NEMESES = ("partition", "kill", "pause", "proxy", "sinks", "disk")
+#: The node whose disk the ``disk`` nemesis breaks.
+DISK_VICTIM = "n1"
 #: Goal of the issue: every node equal within this many seconds of the heal.
 CONVERGE_GOAL = 2.0
 CONTENT_TYPE = "post"
@@ -109,6 +128,15 @@ class Settings:
     mangling: Mangling = ISSUE_MANGLING
     #: Load before a sink outage starts, in seconds (the outage itself lasts ``seconds``).
     sink_lead: float = 3.0
+    #: The disk nemesis: the tmpfs holding one node's data dir (bytes); fault cycles; how long each
+    #: fault lasts and the load between faults (seconds); whether every other cycle fails fsyncs (the
+    #: shim) instead of filling the disk; how long the node may take to take writes again.
+    disk_bytes: int = DEFAULT_DISK_BYTES
+    disk_cycles: int = 3
+    disk_fault_seconds: float = 2.0
+    disk_gap: float = 1.0
+    disk_fsync_failures: bool = False
+    disk_recover_timeout: float = 15.0
     converge_timeout: float = 60.0
     sink_timeout: float = 90.0
     seed: int = 1
@@ -144,6 +172,8 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LIKES_")}
         self.env[SECRET_ENV] = secrets.token_urlsafe(32)
         self.env[FAULTS_ENV] = str(self.plan_path)
+        #: Variables for one node only, over ``env`` (the fsync shim of the disk nemesis's victim).
+        self.node_env: dict[str, dict[str, str]] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
         self.set_plan()
@@ -196,7 +226,7 @@ class Cluster:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env={**self.env, **self.node_env.get(name, {})},
             )
 
     async def start(self, session: aiohttp.ClientSession, name: str, timeout: float = 45.0) -> None:
@@ -298,6 +328,9 @@ class Op:
     outcome: Outcome
     start: float
     end: float
+    #: The ``changed`` of a 200's answer (None otherwise). A node logs only changes, and answers a
+    #: write that changed nothing without its log: only an acknowledged change shows it takes writes.
+    changed: bool | None = None
 
 
 @dataclass
@@ -367,7 +400,7 @@ class Workload:
                 slot = rng.randrange(len(toggles))
                 pair = toggles[slot]
                 assert pair.home is not None
-                attempted = [op for op in pair.ops if op.outcome != "fail"]
+                attempted = [op for op in pair.ops if op.outcome not in ("fail", "refused")]
                 liked = bool(attempted) and attempted[-1].kind == "like"
                 kind = "unlike" if liked and rng.random() < 0.7 else "like"
                 node = pair.home
@@ -382,24 +415,47 @@ class Workload:
         url = f"{self.cluster.urls[node]}/v1/items/{CONTENT_TYPE}/{pair.item}/likes/{pair.user}"
         started = time.monotonic()
         outcome: Outcome
+        changed: bool | None = None
         try:
             async with self._session.request(
                 "PUT" if kind == "like" else "DELETE",
                 url,
                 timeout=aiohttp.ClientTimeout(total=self.settings.op_timeout),
             ) as response:
-                await response.read()
+                body = await response.read()
                 status = response.status
-            # 4xx: rejected, changes nothing (429 included); 5xx may have landed (write_timeout does).
-            outcome = "ok" if status == 200 else "fail" if 400 <= status < 500 else "info"
+            # 4xx: rejected, changes nothing (429 included); 5xx may have landed (write_timeout does),
+            # except 503 not_durable: the node says the write changed nothing, which the checker holds it to.
+            if status == 503 and error_code(body) == "not_durable":
+                outcome = "refused"
+            else:
+                outcome = "ok" if status == 200 else "fail" if 400 <= status < 500 else "info"
+            if outcome == "ok":
+                changed = answer_json(body).get("changed") is True
         except aiohttp.ClientConnectorError:
             outcome = "fail"  # the connection was never made: nothing was sent
         except (aiohttp.ClientError, TimeoutError, OSError):
             outcome = "info"  # sent, then timed out or reset: it may or may not have landed
-        pair.ops.append(Op(kind, node, outcome, started, time.monotonic()))
+        pair.ops.append(Op(kind, node, outcome, started, time.monotonic(), changed))
 
 
 # -- the checker ---------------------------------------------------------------------------------------
+
+
+def answer_json(body: bytes) -> dict[str, Any]:
+    """An answer's JSON object; empty if it is not one."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def error_code(body: bytes) -> str | None:
+    """The ``code`` of an error answer's ``{"error": {"code", ...}}``, None if it has none."""
+    error = answer_json(body).get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 @dataclass
@@ -415,7 +471,8 @@ def possible_states(pair: Pair) -> set[bool]:
     """Whether ``pair`` may end liked (True) and/or unliked (False), given what the client learned.
 
     The last acknowledged operation decides; any indeterminate operation may have landed at any
-    time after it was sent, so its outcome stays possible too. Failed operations never happened.
+    time after it was sent, so its outcome stays possible too. Failed and refused operations never
+    happened.
     """
     acked = [op for op in pair.ops if op.outcome == "ok"]
     states = {acked[-1].kind == "like"} if acked else {False}
@@ -431,6 +488,9 @@ class Verdict:
     acknowledged: int = 0
     failed: int = 0
     indeterminate: int = 0
+    #: Operations answered 503 not_durable, and pairs where one of them shows (counted in ``phantom``).
+    refused: int = 0
+    refused_visible: int = 0
     pairs: int = 0
     lost: int = 0
     phantom: int = 0
@@ -466,6 +526,7 @@ def check(pairs: list[Pair], states: dict[str, dict[int, NodeItem]]) -> Verdict:
         outcomes["fail"],
         outcomes["info"],
     )
+    verdict.refused = outcomes["refused"]
     touched = [pair for pair in pairs if pair.ops]
     verdict.pairs = len(touched)
     for node, node_items in states.items():
@@ -496,7 +557,11 @@ def check(pairs: list[Pair], states: dict[str, dict[int, NodeItem]]) -> Verdict:
         possible = possible_states(pair)
         if present not in possible:
             history = " ".join(f"{op.kind}@{op.node}:{op.outcome}" for op in pair.ops)
-            if present:
+            if refused_effect(pair, present) is not None:
+                verdict.phantom += 1
+                verdict.refused_visible += 1
+                verdict.note("refused_visible", f"item {pair.item} user {pair.user}: {history}")
+            elif present:
                 verdict.phantom += 1
                 verdict.note("phantom", f"item {pair.item} user {pair.user}: {history}")
             else:
@@ -507,6 +572,20 @@ def check(pairs: list[Pair], states: dict[str, dict[int, NodeItem]]) -> Verdict:
             verdict.phantom += 1
             verdict.note("phantom", f"item {item} user {user}: never attempted")
     return verdict
+
+
+def refused_effect(pair: Pair, present: bool) -> Op | None:
+    """A refused operation whose effect is what the node holds (a refused like and the liker present,
+    a refused unlike and the liker gone), sent after the last acknowledged operation of its kind (none
+    re-did it), else None. Only called when the history cannot explain ``present`` otherwise; an
+    acknowledged operation of the other kind after it does not excuse it (an unlike acknowledged by a
+    node that did not hold the refused like, which then came back from a peer, say)."""
+    kind = "like" if present else "unlike"
+    redone = max((i for i, op in enumerate(pair.ops) if op.outcome == "ok" and op.kind == kind), default=-1)
+    for op in pair.ops[redone + 1 :]:
+        if op.outcome == "refused" and op.kind == kind:
+            return op
+    return None
 
 
 async def read_states(
@@ -634,6 +713,8 @@ class Context:
     settings: Settings
     rng: random.Random
     sinks: Sinks | None = None
+    workload: Workload | None = None
+    disk: DiskFault | None = None
 
 
 def grudge(kind: str, names: list[str], rng: random.Random) -> list[tuple[str, str]]:
@@ -769,6 +850,123 @@ async def proxy_nemesis(ctx: Context) -> dict[str, Any]:
     return {"mangling": asdict(s.mangling), "frames": dict(totals)}
 
 
+class DiskFault:
+    """The disk nemesis's tools for one node: its data dir on a small tmpfs, a filler for it and, with
+    fsync failures, the shim (in ``env``, for that node only) and its trigger file. Set up before the
+    cluster starts; unmounted after it stops. ``DiskFaultUnavailable`` says why it cannot be set up."""
+
+    def __init__(self, root: Path, victim: str, settings: Settings) -> None:
+        self.victim = victim
+        self.tmpfs = Tmpfs(root / "data" / victim, settings.disk_bytes)
+        self.filler = Filler(self.tmpfs.path)
+        self.trigger = root / "fail-fsync"
+        self.env: dict[str, str] = {}
+        self._shim = root / "shim" if settings.disk_fsync_failures else None
+
+    def __enter__(self) -> DiskFault:
+        if self._shim is not None:
+            self.env = fail_fsync_env(build_fail_fsync(self._shim), self.trigger)
+        self.tmpfs.mount()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.trigger.unlink(missing_ok=True)
+        self.tmpfs.unmount()
+
+
+async def disk_nemesis(ctx: Context) -> dict[str, Any]:
+    """One node's disk filled (or, every other cycle with ``disk_fsync_failures``, its fsyncs failing)
+    for ``disk_fault_seconds``, then freed; up to ``disk_cycles`` times within ``seconds``. After each,
+    the time until the node takes writes again: its first acknowledged write sent after the space was
+    freed, and ``/readyz`` 200. A node that does not come back ends the cycles (more would measure
+    nothing). Then ``kill -9`` and a restart (the heal), so what its log replays is checked too."""
+    s, cluster, disk, workload = ctx.settings, ctx.cluster, ctx.disk, ctx.workload
+    assert disk is not None and workload is not None
+    victim = disk.victim
+    cycles: list[dict[str, Any]] = []
+    end = time.monotonic() + s.seconds
+    await asyncio.sleep(min(s.disk_gap, s.seconds))
+    for cycle in range(s.disk_cycles):
+        kind = "fsync" if s.disk_fsync_failures and cycle % 2 == 1 else "full"
+        began = time.monotonic()
+        try:
+            if kind == "full":
+                await asyncio.to_thread(disk.filler.fill)
+            else:
+                disk.trigger.touch()
+            await asyncio.sleep(s.disk_fault_seconds)
+            ready_while = await http_status(ctx.session, cluster.urls[victim] + "/readyz")
+        finally:  # cancelled or not, the fault ends here (an unlink: instant)
+            disk.filler.free()
+            disk.trigger.unlink(missing_ok=True)
+        freed = time.monotonic()
+        writes_again, ready_again = await back_to_writes(ctx, victim, freed, s.disk_recover_timeout)
+        refused = sum(
+            1
+            for pair in workload.pairs
+            for op in pair.ops
+            if op.node == victim and op.outcome == "refused" and op.start >= began
+        )
+        cycles.append(
+            {
+                "kind": kind,
+                "fault_s": round(freed - began, 2),
+                "refused": refused,
+                "readyz_while_faulty": ready_while,
+                "writes_again_s": None if writes_again is None else round(writes_again, 2),
+                "ready_again_s": None if ready_again is None else round(ready_again, 2),
+            }
+        )
+        if writes_again is None or time.monotonic() + s.disk_gap + s.disk_fault_seconds > end:
+            break
+        await asyncio.sleep(s.disk_gap)
+    cluster.kill(victim)
+    await cluster.start(ctx.session, victim)
+    again = [c["writes_again_s"] for c in cycles]
+    return {
+        "disk_victim": victim,
+        "disk_cycles": cycles,
+        "writes_again_s_max": max(again) if again and None not in again else None,
+    }
+
+
+async def http_status(session: aiohttp.ClientSession, url: str, timeout: float = 1.0) -> int | None:
+    """The status of ``GET url``, None when nothing answers in time."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+
+
+async def back_to_writes(
+    ctx: Context, victim: str, freed: float, timeout: float
+) -> tuple[float | None, float | None]:
+    """Seconds from ``freed`` until ``victim`` acknowledged a write sent after it that changed something
+    (the workload's history), and until its ``/readyz`` answered 200; None for either not seen within
+    ``timeout``."""
+    assert ctx.workload is not None
+    writes: float | None = None
+    ready: float | None = None
+    for _ in range(int(timeout / 0.05) + 1):
+        if writes is None:
+            ends = []
+            for pair in ctx.workload.pairs:
+                for op in reversed(pair.ops):  # one client's, in order: only the newest are after ``freed``
+                    if op.start < freed:
+                        break
+                    if op.node == victim and op.outcome == "ok" and op.changed:
+                        ends.append(op.end)
+            writes = min(ends) - freed if ends else None
+        if ready is None and await http_status(ctx.session, ctx.cluster.urls[victim] + "/readyz") == 200:
+            ready = time.monotonic() - freed
+        if (writes is not None and ready is not None) or time.monotonic() - freed > timeout:
+            break
+        await asyncio.sleep(0.05)
+    return writes, ready
+
+
 async def sinks_nemesis(ctx: Context) -> dict[str, Any]:
     """Load, then Redis and MySQL cut (blackholed) for ``seconds``, then restored."""
     assert ctx.sinks is not None
@@ -790,6 +988,7 @@ NEMESIS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "pause": pause_nemesis,
     "proxy": proxy_nemesis,
     "sinks": sinks_nemesis,
+    "disk": disk_nemesis,
 }
 
 
@@ -910,20 +1109,25 @@ async def run_scenario(nemesis: str, settings: Settings, root: Path) -> dict[str
     root.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         sinks = await stack.enter_async_context(Sinks()) if nemesis == "sinks" else None
+        # Mounted before the cluster starts, unmounted after it stops (the stack unwinds in reverse).
+        disk = stack.enter_context(DiskFault(root, DISK_VICTIM, settings)) if nemesis == "disk" else None
         cluster = Cluster(
             root,
             settings.nodes,
             checkpoint=sinks.checkpoint_settings() if sinks else None,
             gossip=dict(settings.gossip),
         )
+        if disk is not None:
+            cluster.node_env[disk.victim] = disk.env
         stack.callback(cluster.stop_all)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         await cluster.start_all(session)
         watcher = Watcher(cluster, session)
         watcher.start()
         stack.push_async_callback(watcher.stop)
-        ctx = Context(cluster, session, watcher, settings, random.Random(settings.seed), sinks)
         workload = Workload(cluster, settings)
+        rng = random.Random(settings.seed)
+        ctx = Context(cluster, session, watcher, settings, rng, sinks, workload, disk)
         workload.start()
         started = time.monotonic()
         try:
@@ -943,6 +1147,8 @@ async def run_scenario(nemesis: str, settings: Settings, root: Path) -> dict[str
             "acknowledged": verdict.acknowledged,
             "failed": verdict.failed,
             "indeterminate": verdict.indeterminate,
+            "refused": verdict.refused,
+            "refused_visible": verdict.refused_visible,
             "pairs": verdict.pairs,
             "lost": verdict.lost,
             "phantom": verdict.phantom,
@@ -989,19 +1195,35 @@ def met(result: dict[str, Any]) -> dict[str, bool]:
         goals["Redis/MySQL equal the nodes"] = (
             result["sinks_equal_s"] is not None and result["mysql_duplicate_records"] == 0
         )
+    if "disk_cycles" in result:
+        cycles = result["disk_cycles"]
+        goals["refused writes absent"] = result["refused_visible"] == 0
+        goals["writes taken again after every fault, without a restart"] = bool(cycles) and all(
+            c["writes_again_s"] is not None for c in cycles
+        )
+        goals["/readyz 503 during each fault and 200 after"] = bool(cycles) and all(
+            c["readyz_while_faulty"] == 503 and c["ready_again_s"] is not None for c in cycles
+        )
     return goals
 
 
 # -- the command ---------------------------------------------------------------------------------------
 
 #: The issue's long-run durations (seconds of faults) per nemesis.
-LONG_SECONDS = {"partition": 60.0, "kill": 60.0, "pause": 32.0, "proxy": 60.0, "sinks": 30.0}
+LONG_SECONDS = {"partition": 60.0, "kill": 60.0, "pause": 32.0, "proxy": 60.0, "sinks": 30.0, "disk": 40.0}
 
 
 def run(
-    nemeses: list[str], *, seconds: float | None, nodes: int, out: Path, quick: bool = False
+    nemeses: list[str],
+    *,
+    seconds: float | None,
+    nodes: int,
+    out: Path,
+    quick: bool = False,
+    fsync_failures: bool = False,
 ) -> list[dict[str, Any]]:
-    """Each nemesis in turn on a fresh cluster; writes ``faults.json`` under ``out``."""
+    """Each nemesis in turn on a fresh cluster; writes ``faults.json`` under ``out``. A nemesis that
+    cannot run here (``disk`` without root) is a row saying why, and a goal missed."""
     results = []
     with tempfile.TemporaryDirectory(prefix="likes-faults-") as temp:
         for nemesis in nemeses:
@@ -1013,9 +1235,15 @@ def run(
                 seconds=length,
                 clients=(16 if pause else 6) if quick else (20 if pause else 10),
                 op_timeout=1.0 if pause else 2.0,
+                disk_cycles=2 if quick else 8,
+                disk_fsync_failures=fsync_failures,
             )
             print(f"# {nemesis}: {nodes} nodes, {length:.0f} s of faults", flush=True)
-            results.append(asyncio.run(run_scenario(nemesis, settings, Path(temp) / nemesis)))
+            try:
+                results.append(asyncio.run(run_scenario(nemesis, settings, Path(temp) / nemesis)))
+            except DiskFaultUnavailable as exc:
+                print(f"# {nemesis}: cannot run here: {exc}", flush=True)
+                results.append({"nemesis": nemesis, "not_run": str(exc), "met": {"ran": False}})
             print(render(results[-1:]), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "faults.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -1030,7 +1258,19 @@ def render(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if "not_run" in r:
+            lines.append(f"| {r['nemesis']} | not run: {r['not_run']} |" + " |" * 9)
+            continue
         notes = []
+        if "disk_cycles" in r:
+            notes.append(
+                f"refused {r['refused']} (visible after: {r['refused_visible']}); "
+                + ", ".join(
+                    f"{c['kind']} {c['fault_s']} s: writes again after {c['writes_again_s']} s, "
+                    f"/readyz {c['readyz_while_faulty']} then 200 after {c['ready_again_s']} s"
+                    for c in r["disk_cycles"]
+                )
+            )
         if "false_dead_verdicts" in r:
             notes.append(f"false dead verdicts {r['false_dead_verdicts']} in {len(r['pauses'])} pauses")
         if "kill_detection_all_s_max" in r:

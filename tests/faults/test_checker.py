@@ -3,7 +3,7 @@ duplication it claims to, or a green fault run proves nothing."""
 
 from __future__ import annotations
 
-from bench.faults import NodeItem, Op, Pair, check, possible_states
+from bench.faults import NodeItem, Op, Pair, check, error_code, possible_states
 
 
 def op(kind: str, outcome: str, node: str = "n1") -> Op:
@@ -68,3 +68,47 @@ def test_a_count_off_its_set_a_liker_listed_twice_and_unequal_nodes_are_caught()
     assert check(pairs, listed_twice).duplicate_likers == 1
     unequal = states({0: [1, 2]}, {0: [1]})
     assert check(pairs, unequal).unequal_items == 1
+
+
+def test_a_refused_write_never_happened_and_its_effect_showing_is_a_phantom() -> None:
+    # 503 not_durable: the node says the write changed nothing, so it is held to that.
+    assert possible_states(Pair(0, 1, None, [op("like", "refused")])) == {False}
+    assert possible_states(Pair(0, 1, "n1", [op("like", "ok"), op("unlike", "refused")])) == {True}
+    refused_like = Pair(0, 1, None, [op("like", "refused")])
+    refused_unlike = Pair(0, 2, "n1", [op("like", "ok"), op("unlike", "refused")])
+    verdict = check([refused_like, refused_unlike], states({0: [1]}))  # the like shows, the unlike took
+    assert (verdict.phantom, verdict.refused_visible, verdict.lost, verdict.refused) == (2, 2, 0, 2)
+    assert not verdict.ok
+    assert any("user 2" in example for example in verdict.examples["refused_visible"])
+    # Absent as they should be: nothing to report.
+    assert check([refused_like, refused_unlike], states({0: [2]})).ok
+
+
+def test_a_later_acknowledged_or_indeterminate_operation_explains_what_a_refused_one_did() -> None:
+    redone = Pair(0, 1, None, [op("like", "refused"), op("like", "ok")])
+    maybe = Pair(0, 2, None, [op("like", "refused"), op("like", "info")])
+    verdict = check([redone, maybe], states({0: [1, 2]}))
+    assert verdict.ok and verdict.refused_visible == 0
+    # A refused like re-done by an acknowledged one, then an acknowledged unlike: the liker present is
+    # a phantom, but not the refused like's.
+    undone = Pair(0, 3, "n1", [op("like", "refused"), op("like", "ok"), op("unlike", "ok")])
+    verdict = check([undone], states({0: [3]}))
+    assert (verdict.phantom, verdict.refused_visible) == (1, 0)
+    # Seen under the disk nemesis: a refused like, then an unlike acknowledged by a node that did not
+    # hold it; the like came back from a peer. An acknowledged unlike does not excuse the refused like.
+    history = [
+        op("like", "ok"),
+        op("unlike", "ok"),
+        op("like", "refused"),
+        op("unlike", "fail"),
+        op("unlike", "ok"),
+    ]
+    verdict = check([Pair(0, 4, "n1", history)], states({0: [4]}))
+    assert (verdict.phantom, verdict.refused_visible) == (1, 1)
+
+
+def test_only_not_durable_among_the_503s_is_a_refusal() -> None:
+    assert error_code(b'{"error": {"code": "not_durable", "message": "disk"}}') == "not_durable"
+    assert error_code(b'{"error": {"code": "write_timeout", "message": "peers"}}') == "write_timeout"
+    assert error_code(b"<html>Service Unavailable</html>") is None
+    assert error_code(b"[1, 2]") is None and error_code(b'{"error": "x"}') is None
