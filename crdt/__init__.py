@@ -9,6 +9,7 @@ from crdt.errors import CodecError, CRDTError
 from crdt.gcounter import GCounter
 from crdt.orset import ORSet
 from crdt.pncounter import PNCounter
+from crdt.protocol import ReplicatedData
 
 __all__ = [
     "CRDT",
@@ -18,6 +19,7 @@ __all__ = [
     "GCounter",
     "ORSet",
     "PNCounter",
+    "ReplicatedData",
     "Tag",
     "decode",
     "encode",

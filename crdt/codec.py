@@ -1,9 +1,9 @@
 """Versioned, deterministic bytes for every CRDT: ``version byte, type tag byte, msgpack body``.
 
-One tag list (like riak_dt's ``riak_dt_tags.hrl``) and one version in front of every encoding. Each
-type supplies a deterministic wire form (sets and maps sorted), so equal states encode to equal
-bytes and digests can be computed over encodings. ``decode`` is a trust boundary: whatever the
-bytes, it returns a valid object or raises ``CodecError``.
+One tag list (like riak_dt's ``riak_dt_tags.hrl``) and one version in front of every encoding. The
+body is the type's own wire form (``ReplicatedData.to_wire``, deterministic: sets and maps sorted),
+so equal states encode to equal bytes and digests can be computed over encodings. ``decode`` is a
+trust boundary: whatever the bytes, it returns a valid object or raises ``CodecError``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import msgpack
 
 from crdt.errors import CodecError
 from crdt.gcounter import GCounter
-from crdt.orset import PACK_CHUNK, ORSet
+from crdt.orset import ORSet
+from crdt.orset_wire import PACK_CHUNK
 from crdt.pncounter import PNCounter
+from crdt.protocol import ReplicatedData
 
 VERSION = 1
 #: Default cap on an encoded value: a 1,000,000-user ORSet takes about 15 MB.
 MAX_ENCODED_BYTES = 64 * 1024 * 1024
 
+#: Every type the codec frames, each a ``ReplicatedData``.
 CRDT = GCounter | PNCounter | ORSet
 
 
@@ -33,10 +36,8 @@ class Tag(IntEnum):
     ORSET = 3
 
 
-_TAG_OF: dict[type, Tag] = {GCounter: Tag.GCOUNTER, PNCounter: Tag.PNCOUNTER, ORSet: Tag.ORSET}
-_TYPE_OF: dict[int, type[GCounter] | type[PNCounter] | type[ORSet]] = {
-    tag: kind for kind, tag in _TAG_OF.items()
-}
+_TYPE_OF: dict[int, type[CRDT]] = {Tag.GCOUNTER: GCounter, Tag.PNCOUNTER: PNCounter, Tag.ORSET: ORSet}
+_TAG_OF: dict[type[ReplicatedData[Any]], Tag] = {kind: Tag(tag) for tag, kind in _TYPE_OF.items()}
 
 
 def encode(value: CRDT) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 
 from crdt.dots import valid_actor_name
 from crdt.errors import CodecError
+from crdt.protocol import ReplicatedData
 
 MAX_TOTAL = (1 << 64) - 1
 
@@ -87,3 +88,7 @@ class GCounter:
                 raise CodecError("GCounter: totals must be positive unsigned 64-bit ints")
             counter._totals[actor] = total
         return counter
+
+
+#: GCounter implements the contract of every CRDT here (checked by mypy).
+_CONTRACT: type[ReplicatedData[int]] = GCounter

@@ -21,59 +21,41 @@ a present element therefore keeps one more dot until the element is removed.
 Elements are unsigned 64-bit integers (user ids). Dots are packed ints (see ``crdt.dots``).
 
 A big set keeps the kernel in two parts, each element in exactly one: the dict ``_entries`` for recent
-elements and those of several dots, and ``_columns``, two sorted ``array('Q')`` of elements and their
-one dot (16 bytes a like instead of about 104: a dict slot and two int objects). Once the dict has
-grown by ``COMPACT_MIN`` elements or a ``COMPACT_SHARE``th of the columns, its single-dot elements
-move into the columns in one sorted pass. Which part holds an element is no part of the value: the
-join, the wire form and equality are the same either way.
+elements and those of several dots, and ``_columns`` (``crdt.columns``) for the rest, 16 bytes an
+element. A peer's removals are found through ``crdt.dotindex``; the wire form is ``crdt.orset_wire``.
+This module is the set's semantics: its mutators, its join and its queries.
 """
 
 from __future__ import annotations
 
 import operator
 from array import array
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, compress, islice, pairwise, repeat
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from itertools import chain, compress, islice
 from typing import Any
 
-import msgpack
-
+from crdt import columns as storage  # thresholds read at call time: tests lower them
+from crdt import orset_wire
+from crdt.columns import MAX_ELEMENT, Columns
 from crdt.context import CausalContext
+from crdt.dotindex import DotIndex
 from crdt.dots import (
     ACTOR_BITS,
     ACTOR_MASK,
-    MAX_ACTOR_NAME,
     MAX_COUNTER,
     actor_index,
     actor_name,
     known_actor_index,
     make_dot,
-    valid_actor_name,
 )
-from crdt.errors import CodecError
-
-#: Elements packed per chunk by ``packed_wire``: its transient objects are one chunk's, not the set's.
-PACK_CHUNK = 4096
-
-MAX_ELEMENT = (1 << 64) - 1
+from crdt.protocol import ReplicatedData
 
 #: A present element's dots: one int in the common case, a sorted tuple when adds were concurrent.
 Dots = int | tuple[int, ...]
 
 #: Below this size a removal arriving from a peer is found by scanning the kernel; above it, by index.
 _SCAN_BELOW = 64
-#: Counters further than this past an actor's indexed run go to the sparse part of the index.
-_INDEX_MAX_GAP = 4096
-
-#: Recent elements a set keeps in its dict before the single-dot ones move to the columns (16 bytes an
-#: element there, about 104 in the dict): sets smaller than this never have columns. Tests lower it.
-COMPACT_MIN = 4096
-#: The dict may also grow to this share of the columns before a move, so that moves, each a pass over
-#: the columns, cost O(1) amortised per element.
-COMPACT_SHARE = 16
-#: Column slots copied at a time when the columns are read in order with the dict's elements.
-_BLOCK = 4096
 
 
 def check_element(element: object) -> int:
@@ -98,194 +80,6 @@ def _pack(dots: list[int]) -> Dots | None:
     return tuple(sorted(dots))
 
 
-class _Columns:
-    """The compact part of a big set: the elements held by exactly one dot, ascending, in one
-    ``array('Q')`` and their dots at the same slots in another: 16 bytes an element and no object.
-
-    A removed element keeps its slot, with dot 0 (no dot is 0: counters start at 1), so the elements
-    stay sorted for ``bisect``; ``ORSet._compact`` reuses the slot if the element comes back, and
-    drops the dead slots once they are half of them.
-    """
-
-    __slots__ = ("absent", "dead", "dots", "elements", "limit")
-
-    def __init__(self, elements: array[int] | None = None, dots: array[int] | None = None) -> None:
-        self.elements: array[int] = array("Q") if elements is None else elements
-        self.dots: array[int] = array("Q") if dots is None else dots
-        #: Slots whose dot is 0.
-        self.dead = 0
-        #: The size of the set's dict that triggers the next move (``ORSet._tidy``).
-        self.limit = 0
-        #: The last element ``ORSet.__contains__`` found absent here, until ``insert``: so the like
-        #: that follows the check (``ORSet.add_dot``) does not search the columns again.
-        self.absent = -1
-
-    def live(self) -> int:
-        return len(self.elements) - self.dead
-
-    def set_limit(self, recent: int) -> None:
-        """The next move, once the dict (now ``recent`` elements) has grown by ``COMPACT_MIN`` or a
-        ``COMPACT_SHARE``th of the columns, whichever is more."""
-        self.limit = recent + max(COMPACT_MIN, self.live() // COMPACT_SHARE)
-
-    def find(self, element: int, lo: int = 0) -> int:
-        """The slot of ``element`` if it is live here, else ``~slot`` of the slot it would take.
-
-        ``lo`` is a slot known to be no later than the answer: lookups in ascending order pass one
-        past the last answer, which is the answer itself when both sides hold the same elements.
-        """
-        elements = self.elements
-        size = len(elements)
-        if lo >= size or element > elements[-1]:
-            return ~size
-        at = elements[lo]
-        if at < element:
-            lo = bisect_left(elements, element, lo + 1)
-            at = elements[lo]  # lo < size: element <= elements[-1]
-        if at != element or not self.dots[lo]:
-            return ~lo
-        return lo
-
-    def dot_of(self, element: int) -> int | None:
-        """The dot of ``element`` if it is live here."""
-        slot = self.find(element)
-        return self.dots[slot] if slot >= 0 else None
-
-    def kill(self, slot: int) -> None:
-        """The element of ``slot`` is no longer held here."""
-        self.dots[slot] = 0
-        self.dead += 1
-
-    def take(self, element: int) -> int | None:
-        """Take ``element`` out if it is live here; its dot, or None."""
-        slot = self.find(element)
-        if slot < 0:
-            return None
-        dot = self.dots[slot]
-        self.kill(slot)
-        return dot
-
-    def pairs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
-        """The live ``(element, dot)`` of slots ``start:end`` in order, copying ``_BLOCK`` slots at a
-        time (slicing the whole columns would copy megabytes for one pass)."""
-        elements, dots = self.elements, self.dots
-        end = len(elements) if end is None else end
-        for lo in range(start, end, _BLOCK):
-            hi = min(lo + _BLOCK, end)
-            run = dots[lo:hi]
-            yield from compress(zip(elements[lo:hi], run, strict=True), run)
-
-    def drop_dead(self) -> None:
-        """Drop the dead slots (at C speed: ``compress`` and ``filter`` skip the zero dots)."""
-        dots = self.dots
-        self.elements = array("Q", compress(self.elements, dots))
-        self.dots = array("Q", filter(None, dots))
-        self.dead = 0
-
-    def insert(self, elements: array[int], dots: array[int]) -> None:
-        """Add ascending ``elements`` (none live here) with their ``dots``, in place: those past the
-        last slot (all of them when ids only grow) by one append, the others by ``_insert_among``."""
-        self.absent = -1
-        mine = self.elements
-        past = bisect_right(elements, mine[-1]) if mine else 0
-        if past:
-            self._insert_among(elements, dots, past)
-        if past == len(elements):
-            return
-        mine.extend(elements[past:] if past else elements)
-        self.dots.extend(dots[past:] if past else dots)
-
-    def _insert_among(self, elements: array[int], dots: array[int], end: int) -> None:
-        """Add ``elements[:end]``, none past the last slot: an element's dead slot is reused, the others
-        go in from the back, so each run of old slots moves once, by a slice assignment (a memmove):
-        O(columns) bytes moved, O(added) Python steps."""
-        mine, my_dots = self.elements, self.dots
-        size = len(mine)
-        slots = list(map(bisect_left, repeat(mine), elements[:end]))  # where each goes, among the old
-        fresh: Sequence[int] = range(end)  # which element goes to each of ``slots``
-        if self.dead:  # an element may come back to its dead slot
-            fresh = [i for i in fresh if mine[slots[i]] != elements[i]]
-            for i in set(range(end)).difference(fresh):
-                my_dots[slots[i]] = dots[i]
-                self.dead -= 1
-            slots = [slots[i] for i in fresh]
-        room = bytes(8 * len(slots))
-        mine.frombytes(room)
-        my_dots.frombytes(room)
-        end = size
-        for shift in range(len(slots), 0, -1):
-            slot, i = slots[shift - 1], fresh[shift - 1]
-            if slot < end:
-                mine[slot + shift : end + shift] = mine[slot:end]
-                my_dots[slot + shift : end + shift] = my_dots[slot:end]
-            mine[slot + shift - 1] = elements[i]
-            my_dots[slot + shift - 1] = dots[i]
-            end = slot
-
-    def copy(self) -> _Columns:
-        clone = _Columns(self.elements[:], self.dots[:])
-        clone.dead, clone.limit = self.dead, self.limit
-        return clone
-
-
-class _DotIndex:
-    """Which element holds a dot, so a removal arriving from a peer is found without a scan.
-
-    Per actor an ``array('Q')`` indexed by counter (8 bytes a slot and no object: counters of one
-    actor are nearly contiguous), with a dict for the rare counter far past the array. Slots of
-    removed dots go stale and gaps hold 0, a valid element too: callers check the kernel before
-    trusting an answer.
-    """
-
-    __slots__ = ("_runs", "_sparse")
-
-    def __init__(self, pairs: Iterable[tuple[int, int]]) -> None:
-        self._runs: dict[int, array[int]] = {}
-        self._sparse: dict[int, int] = {}
-        self.put_many(pairs)
-
-    def put(self, dot: int, element: int) -> None:
-        self.put_many(((dot, element),))
-
-    def put_many(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Index each (dot, element); one call for a whole delta, since calls dominate the cost."""
-        runs, sparse = self._runs, self._sparse
-        actor = -1
-        run = array("Q")
-        for dot, element in pairs:
-            counter = dot >> ACTOR_BITS
-            if dot & ACTOR_MASK != actor:  # a delta's dots mostly come from one actor in a row
-                actor = dot & ACTOR_MASK
-                found = runs.get(actor)
-                run = runs[actor] = array("Q", (0,)) if found is None else found
-            size = len(run)
-            if counter == size:  # the usual case: the actor's next dot
-                run.append(element)
-            elif counter < size:
-                run[counter] = element
-            elif counter - size <= _INDEX_MAX_GAP:
-                run.frombytes(bytes(8 * (counter - size)))
-                run.append(element)
-            else:
-                sparse[dot] = element
-
-    def elements_covered_by(self, cc: CausalContext) -> set[int]:
-        """The elements that held, at some point, a dot ``cc`` covers (and maybe 0, from gaps)."""
-        runs = self._runs
-        found: set[int] = set()
-        for actor, top in cc.vv.items():
-            run = runs.get(actor)
-            if run is not None:
-                found.update(run[1 : top + 1])  # a slice: the whole range at C speed
-        for dot in cc.cloud:
-            run = runs.get(dot & ACTOR_MASK)
-            counter = dot >> ACTOR_BITS
-            if run is not None and counter < len(run):
-                found.add(run[counter])
-        found.update(element for dot, element in self._sparse.items() if cc.covers(dot))
-        return found
-
-
 class ORSet:
     """An add-wins observed-remove set of unsigned 64-bit ints; see the module docstring."""
 
@@ -294,8 +88,8 @@ class ORSet:
     def __init__(self) -> None:
         self._entries: dict[int, Dots] = {}
         self._cc = CausalContext()
-        self._index: _DotIndex | None = None
-        self._columns: _Columns | None = None
+        self._index: DotIndex | None = None
+        self._columns: Columns | None = None
 
     # -- mutators: change the state in place and return the delta --------------------------------
 
@@ -330,7 +124,7 @@ class ORSet:
         entries[element] = dot if held is None else tuple(sorted((*_as_tuple(held), dot)))
         if self._index is not None:
             self._index.put(dot, element)
-        if len(entries) >= (COMPACT_MIN if columns is None else columns.limit) or held is not None:
+        if len(entries) >= (storage.COMPACT_MIN if columns is None else columns.limit) or held is not None:
             self._tidy()
 
     @classmethod
@@ -477,7 +271,7 @@ class ORSet:
         if size >= _SCAN_BELOW and theirs_cc.size() * 4 < size:
             # A delta: visit the few dots it covers instead of every element we hold.
             if self._index is None:
-                self._index = _DotIndex(self._dot_pairs())
+                self._index = DotIndex(self._dot_pairs())
             for element in self._index.elements_covered_by(theirs_cc):
                 if element not in other:
                     self._drop_covered(element, theirs_cc, removed)
@@ -554,7 +348,7 @@ class ORSet:
         dead: one comparison in the common case."""
         columns = self._columns
         if columns is None:
-            if len(self._entries) >= COMPACT_MIN:
+            if len(self._entries) >= storage.COMPACT_MIN:
                 self._compact()
         elif len(self._entries) >= columns.limit or 2 * columns.dead > len(columns.elements):
             self._compact()
@@ -566,7 +360,7 @@ class ORSet:
         moving = sorted([element for element, dots in entries.items() if type(dots) is int])
         columns = self._columns
         if columns is None:
-            columns = self._columns = _Columns()
+            columns = self._columns = Columns()
         if moving:
             columns.insert(array("Q", moving), array("Q", map(entries.pop, moving)))  # type: ignore[arg-type]
         if 2 * columns.dead > len(columns.elements):
@@ -574,19 +368,9 @@ class ORSet:
         columns.set_limit(len(entries))
 
     def _in_order(self, recent: list[tuple[int, Dots]]) -> Iterator[tuple[int, Dots]]:
-        """``recent`` (ascending pairs from the dict) and the columns' live pairs, in element order:
-        the column slots between two recent elements pass through at C speed."""
+        """``recent`` (ascending pairs from the dict) and the columns' live pairs, in element order."""
         columns = self._columns
-        if columns is None:
-            yield from recent
-            return
-        start = 0
-        for pair in recent:
-            end = bisect_left(columns.elements, pair[0], start)
-            yield from columns.pairs(start, end)
-            yield pair
-            start = end
-        yield from columns.pairs(start)
+        return iter(recent) if columns is None else columns.interleave(recent)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -684,169 +468,16 @@ class ORSet:
         more = "..." if len(self) > 10 else ""
         return f"ORSet({shown}{more}, len={len(self)})"
 
-    # -- wire form (framed by crdt.codec) --------------------------------------------------------
+    # -- wire form (crdt.orset_wire; framed by crdt.codec) ---------------------------------------
 
-    def to_wire(self) -> list[Any]:
-        """A deterministic msgpack-ready form: names sorted, dots and elements in order.
-
-        ``[actors, vv, cloud, singles, multiples]`` with flat int lists: ``vv`` and ``cloud`` are
-        ``actor, counter`` pairs, ``singles`` are ``element, actor, counter`` triples, ``multiples``
-        are ``element, n, (actor, counter) * n`` runs. Actors are positions in ``actors``.
-        """
-        cc = self._cc
-        if len(self._entries) == 1 and len(cc.cloud) == 1 and not cc.vv and self._columns is None:
-            # The delta of one like: the general path below gives exactly this, six sorts later.
-            ((element, dots),) = self._entries.items()
-            (dot,) = cc.cloud
-            if dots == dot:
-                counter = dot >> ACTOR_BITS
-                return [[actor_name(dot & ACTOR_MASK)], [], [0, counter], [element, 0, counter], []]
-        return self._to_wire_general()
-
-    def _wire_actors(self) -> tuple[list[str], dict[int, int], list[int], list[int]]:
-        """The wire's actor names, each actor's position among them, and the flat vv and cloud."""
-        cc = self._cc
-        used = set(cc.vv) | {d & ACTOR_MASK for d in cc.cloud}
-        names = sorted(actor_name(a) for a in used)
-        local = {actor_index(name): position for position, name in enumerate(names)}
-        vv = [x for a, c in sorted((local[a], c) for a, c in cc.vv.items()) for x in (a, c)]
-        cloud = sorted((local[d & ACTOR_MASK], d >> ACTOR_BITS) for d in cc.cloud)
-        return names, local, vv, [x for pair in cloud for x in pair]
-
-    def _multiples(self, local: dict[int, int]) -> list[int]:
-        """The wire's ``multiples``: only the dict holds elements of several dots."""
-        multiples: list[int] = []
-        for element, dots in sorted((e, d) for e, d in self._entries.items() if type(d) is not int):
-            multiples.extend((element, len(dots)))  # type: ignore[arg-type]
-            for a, c in sorted((local[d & ACTOR_MASK], d >> ACTOR_BITS) for d in dots):  # type: ignore[union-attr]
-                multiples.extend((a, c))
-        return multiples
-
-    def _singles(self) -> Iterator[tuple[int, int]]:
-        """The single-dot ``(element, dot)`` pairs, ascending, from both parts."""
-        recent = sorted((e, d) for e, d in self._entries.items() if type(d) is int)
-        return self._in_order(recent)  # type: ignore[arg-type, return-value]
-
-    def _to_wire_general(self) -> list[Any]:
-        names, local, vv, cloud = self._wire_actors()
-        singles = [x for e, d in self._singles() for x in (e, local[d & ACTOR_MASK], d >> ACTOR_BITS)]
-        return [names, vv, cloud, singles, self._multiples(local)]
-
-    def packed_wire(self) -> bytes:
-        """``msgpack.packb(self.to_wire())``, the same bytes, packed ``PACK_CHUNK`` elements at a time.
-
-        ``to_wire`` of a million-liker set builds a flat list of three million ints, a million of
-        them new (the counters): about 60 MB at once, which a node's RSS keeps once the freed ints
-        are scattered among live ones. Here only one chunk's ints exist at a time.
-        """
-        names, local, vv, cloud = self._wire_actors()
-        packer = msgpack.Packer(use_bin_type=True)
-        pieces = [packer.pack_array_header(5), packer.pack(names), packer.pack(vv), packer.pack(cloud)]
-        pieces.append(b"")  # the singles header, once their number is known
-        header_at, count = len(pieces) - 1, 0
-        singles = self._singles()
-        while chunk := list(islice(singles, PACK_CHUNK)):
-            flat = [x for e, d in chunk for x in (e, local[d & ACTOR_MASK], d >> ACTOR_BITS)]
-            packed = packer.pack(flat)
-            pieces.append(packed[len(packer.pack_array_header(len(flat))) :])
-            count += len(flat)
-        pieces[header_at] = packer.pack_array_header(count)
-        pieces.append(packer.pack(self._multiples(local)))
-        return b"".join(pieces)
+    to_wire = orset_wire.to_wire
+    packed_wire = orset_wire.packed_wire
 
     @classmethod
     def from_wire(cls, wire: Any) -> ORSet:
-        """Rebuild from ``to_wire`` form, checking every invariant; raise CodecError if broken.
-
-        Singles as many as ``COMPACT_MIN`` go straight into the columns: they arrive sorted.
-        """
-        if type(wire) is not list or len(wire) != 5 or not all(type(part) is list for part in wire):
-            raise CodecError("ORSet: expected five lists")
-        names, vv, cloud, singles, multiples = wire
-        actors = _actor_table(names)
-        state = cls()
-        cc = state._cc
-        for actor, counter in _pairs(vv, actors, "vv"):
-            cc.vv[actor] = counter
-        for actor, counter in _pairs(cloud, actors, "cloud"):
-            cc.add(make_dot(actor, counter))
-        entries = state._entries
-        seen: set[int] = set()
-
-        if len(singles) % 3:
-            raise CodecError("ORSet: singles must be element, actor, counter triples")
-        _check_ascending(singles[0::3])
-        columnar = len(singles) // 3 >= COMPACT_MIN
-        single_dots = array("Q")
-        n_actors = len(actors)
-        for i in range(0, len(singles), 3):
-            local, counter = singles[i + 1], singles[i + 2]
-            if type(local) is not int or not 0 <= local < n_actors:
-                raise CodecError("ORSet: singles name an unknown actor")
-            if type(counter) is not int or not 0 < counter <= MAX_COUNTER:
-                raise CodecError("ORSet: singles have a counter out of range")
-            dot = counter << ACTOR_BITS | actors[local]
-            if dot in seen or not cc.covers(dot):
-                raise CodecError("ORSet: a dot is repeated or outside the causal context")
-            seen.add(dot)
-            if columnar:
-                single_dots.append(dot)
-            else:
-                entries[singles[i]] = dot
-        columns = state._columns = _Columns(array("Q", singles[0::3]), single_dots) if columnar else None
-
-        elements: list[Any] = []
-        i = 0
-        while i < len(multiples):
-            count = multiples[i + 1] if i + 1 < len(multiples) else None
-            if type(count) is not int or count < 2 or i + 2 + 2 * count > len(multiples):
-                raise CodecError("ORSet: bad dot count in multiples")
-            element = multiples[i]
-            elements.append(element)
-            _check_ascending(elements[-2:])
-            dots = [make_dot(a, c) for a, c in _pairs(multiples[i + 2 : i + 2 + 2 * count], actors, "dots")]
-            if any(dot in seen or not cc.covers(dot) for dot in dots) or len(set(dots)) != count:
-                raise CodecError("ORSet: a dot is repeated or outside the causal context")
-            if columns is not None and columns.find(element) >= 0:
-                raise CodecError("ORSet: an element is listed twice")
-            seen.update(dots)
-            entries[element] = tuple(sorted(dots))
-            i += 2 + 2 * count
-        if len(entries) != (0 if columnar else len(singles) // 3) + len(elements):
-            raise CodecError("ORSet: an element is listed twice")
-        if columns is not None:
-            columns.set_limit(len(entries))
-        return state
+        """Rebuild from ``to_wire`` form, checking every invariant; raise CodecError if broken."""
+        return orset_wire.from_wire(cls, wire)
 
 
-def _check_ascending(elements: list[Any]) -> None:
-    """Raise CodecError unless ``elements`` are unsigned 64-bit ints in strictly ascending order."""
-    if not all(type(e) is int and 0 <= e <= MAX_ELEMENT for e in elements):
-        raise CodecError("ORSet: elements must be unsigned 64-bit ints")
-    if any(a >= b for a, b in pairwise(elements)):
-        raise CodecError("ORSet: elements must be strictly ascending")
-
-
-def _actor_table(names: list[Any]) -> list[int]:
-    """Intern the wire's actor names (strictly ascending) and return their process indices."""
-    if not all(valid_actor_name(name) for name in names):
-        raise CodecError(f"actor names must be non-empty strings of at most {MAX_ACTOR_NAME} chars")
-    if any(a >= b for a, b in pairwise(names)):
-        raise CodecError("actor names must be strictly ascending")
-    try:
-        return [actor_index(name) for name in names]
-    except ValueError as exc:
-        raise CodecError(str(exc)) from exc
-
-
-def _pairs(flat: list[Any], actors: list[int], part: str) -> Iterator[tuple[int, int]]:
-    """Yield (actor index, counter) from a flat ``actor, counter`` list, validating each."""
-    if len(flat) % 2:
-        raise CodecError(f"ORSet: {part} must be actor, counter pairs")
-    for i in range(0, len(flat), 2):
-        local, counter = flat[i], flat[i + 1]
-        if type(local) is not int or not 0 <= local < len(actors):
-            raise CodecError(f"ORSet: {part} names an unknown actor")
-        if type(counter) is not int or not 0 < counter <= MAX_COUNTER:
-            raise CodecError(f"ORSet: {part} has a counter out of range")
-        yield actors[local], counter
+#: ORSet implements the contract of every CRDT here (checked by mypy).
+_CONTRACT: type[ReplicatedData[frozenset[int]]] = ORSet

@@ -10,6 +10,7 @@ from typing import Any
 
 from crdt.errors import CodecError
 from crdt.gcounter import GCounter
+from crdt.protocol import ReplicatedData
 
 
 class PNCounter:
@@ -74,3 +75,7 @@ class PNCounter:
         counter._p = GCounter.from_wire(wire[0])
         counter._n = GCounter.from_wire(wire[1])
         return counter
+
+
+#: PNCounter implements the contract of every CRDT here (checked by mypy).
+_CONTRACT: type[ReplicatedData[int]] = PNCounter

@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+import crdt.columns
 import crdt.orset
 from crdt import GCounter, ORSet, PNCounter
 from tests.crdt.reference import ReferenceCounter, ReferenceORSet
@@ -29,16 +30,20 @@ def columns_from(
     """ORSets move their single-dot elements into the columns from ``compact_min`` recent ones (and,
     when given, find a peer's removals by index from ``scan_below`` elements, and read the columns
     ``block`` slots at a time): the big-set layout, on the few elements a property test draws."""
-    patched = {"COMPACT_MIN": compact_min, "_SCAN_BELOW": scan_below, "_BLOCK": block}
-    saved = {name: getattr(crdt.orset, name) for name in patched}
+    patched = {
+        (crdt.columns, "COMPACT_MIN"): compact_min,
+        (crdt.orset, "_SCAN_BELOW"): scan_below,
+        (crdt.columns, "_BLOCK"): block,
+    }
+    saved = {(module, name): getattr(module, name) for module, name in patched}
     try:
-        for name, value in patched.items():
+        for (module, name), value in patched.items():
             if value is not None:
-                setattr(crdt.orset, name, value)
+                setattr(module, name, value)
         yield
     finally:
-        for name, value in saved.items():
-            setattr(crdt.orset, name, value)
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
 
 
 @dataclass(frozen=True)

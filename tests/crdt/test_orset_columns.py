@@ -19,7 +19,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import crdt.orset
+import crdt.orset_wire
 from crdt import CodecError, ORSet, decode, encode
 from tests.crdt.kinds import columns_from
 from tests.crdt.reference import ReferenceORSet
@@ -142,12 +142,12 @@ class ColumnsMachine(RuleBasedStateMachine):
         columnar, plain, model = self.replicas[i]
         data = encode(plain)
         assert encode(columnar) == data
-        saved = crdt.orset.PACK_CHUNK
-        crdt.orset.PACK_CHUNK = chunk
+        saved = crdt.orset_wire.PACK_CHUNK
+        crdt.orset_wire.PACK_CHUNK = chunk
         try:
             assert columnar.packed_wire() == plain.packed_wire() == data[2:]
         finally:
-            crdt.orset.PACK_CHUNK = saved
+            crdt.orset_wire.PACK_CHUNK = saved
         assert columnar.to_wire() == plain.to_wire()
         with self.columnar():
             decoded = decode(data)
