@@ -47,9 +47,9 @@ from bench.load import run_async
 from gossip import Gossiper, MemberState
 from gossip.antientropy import SETTLE_INTERVALS
 from node.config import ClusterConfig, GossipSettings, NodeSpec
-from node.item import ItemKey
-from node.server import gossip_config
-from node.store import LikeStore
+from node.process.server import gossip_config
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 
 GOALS: dict[str, float] = {
     "propagation_p50_ms": 30.0,

@@ -79,7 +79,7 @@ from bench.disk import (
     fail_fsync_env,
 )
 from bench.launch import free_ports, likes_command, shipped_file
-from tests.tcpproxy import FrameProxy, Mangling, TcpProxy
+from bench.tcpproxy import FrameProxy, Mangling, TcpProxy
 
 Kind = Literal["like", "unlike"]
 Outcome = Literal["ok", "fail", "info", "refused"]
@@ -1069,7 +1069,7 @@ class Sinks:
     async def equal(self, expected: dict[int, set[int]]) -> tuple[int, int]:
         """How many items Redis and MySQL each hold differently from ``expected`` (count and users)."""
         from node.checkpoint import CheckpointSink, MysqlSink, RedisSink
-        from node.item import ItemKey
+        from node.state.item import ItemKey
 
         redis: CheckpointSink = RedisSink(self.redis_url, prefix=self.prefix)
         mysql: CheckpointSink = MysqlSink(f"{self.mysql.scheme}://{self.mysql.netloc}/{self.database}")

@@ -46,8 +46,8 @@ CONVERGE_TIMEOUT = 120.0
 
 def _peer_deltas(likes: int, writers: int) -> list[tuple[bytes, bytes]]:
     """The gossip deltas of the ``writers - 1`` peers, in arrival order (encoded, before tracing)."""
-    from node.item import ItemKey
-    from node.store import LikeStore
+    from node.state.item import ItemKey
+    from node.state.store import LikeStore
 
     key = ItemKey("hot_post", 1)
     peers = [LikeStore(f"peer{i}") for i in range(1, writers)]
@@ -65,8 +65,8 @@ def _peer_deltas(likes: int, writers: int) -> list[tuple[bytes, bytes]]:
 
 def in_process(likes: int = 1_000_000, writers: int = 3) -> dict[str, Any]:
     """Traced bytes per held like of a store holding ``likes`` likes of one post (see the module)."""
-    from node.item import ItemKey
-    from node.store import LikeStore
+    from node.state.item import ItemKey
+    from node.state.store import LikeStore
 
     key = ItemKey("hot_post", 1)
     deltas = _peer_deltas(likes, writers)

@@ -2,8 +2,8 @@
 
 from node.config import ClusterConfig, NodeSpec, load_config
 from node.errors import ConfigError, DataDirError, NodeError, RequestError, StartupError
-from node.item import Item, ItemKey
-from node.store import LikeResult, LikeStore
+from node.state.item import Item, ItemKey
+from node.state.store import LikeResult, LikeStore
 
 __all__ = [
     "ClusterConfig",

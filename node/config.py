@@ -285,7 +285,7 @@ class ApiSettings:
     #: Buckets remembered per table (clients, users) before the oldest generation is dropped early;
     #: memory is about ``2 * rate_limit_keys`` small entries per table.
     rate_limit_keys: int = _bounded(100_000, 100, 100_000_000)
-    #: How long a request carrying a causal token (``Likes-Causal-Token``, see ``node.causal``) waits,
+    #: How long a request carrying a causal token (``Likes-Causal-Token``, see ``node.http.causal``) waits,
     #: pulling from peers, for the writes the token names before answering 503 ``causal_timeout``
     #: (having changed nothing). 0 answers at once when they are not already here.
     causal_wait_ms: int = _bounded(1_000, 0, 60_000)

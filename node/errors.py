@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import orjson
+
 
 class NodeError(Exception):
     """Root of the errors raised by the node package."""
@@ -128,3 +130,13 @@ class SinkUnavailable(NodeError):
 
 class SinkDataError(NodeError):
     """A checkpoint sink holds data that does not read back whole (a stored state is cut or altered)."""
+
+
+#: What a 500 says: the request failed in a way nobody foresaw, so it may or may not have landed.
+INTERNAL_MESSAGE = "internal error; the request may not have been applied"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The one error shape every answer uses, ``{"error": {"code", "message"}}``, as JSON bytes."""
+    body: bytes = orjson.dumps({"error": {"code": code, "message": message}})
+    return body

@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 
 from gossip.member import MemberInfo, MemberState
 from node.checkpoint.checkpointer import LaneStatus
+from node.durable.wal import WriteAheadLog
 from node.latency import REQUEST_BUCKETS, LatencyHistogram
-from node.wal import WriteAheadLog
 
 #: Content type of the Prometheus text exposition format served at ``/metrics``.
 CONTENT_TYPE = "text/plain; version=0.0.4"

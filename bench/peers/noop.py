@@ -25,7 +25,7 @@ from aiohttp import web
 
 #: The route every system in the comparison serves; the same shape as our node's like.
 LIKE_ROUTE = "/v1/items/{type}/{id}/likes/{user}"
-#: Our node's rules for a content type and for an id (``node.item.NAME``, ``node.inputs.uint64``).
+#: Our node's rules for a content type and for an id (``node.state.item.NAME``, ``node.http.inputs.uint64``).
 CONTENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,19}")
 DECIMAL = re.compile(r"[0-9]{1,32}")
 MAX_ID = (1 << 64) - 1
@@ -91,7 +91,7 @@ def create_app() -> web.Application:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop, as our node uses (``node.server``), so no system is flattered by its loop."""
+    """uvloop's loop, as our node uses (``node.process.server``), so no system is flattered by its loop."""
     try:
         import uvloop
     except ImportError:

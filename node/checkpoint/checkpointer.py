@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 
 from node.checkpoint.sink import CheckpointSink, ItemCheckpoint
 from node.errors import SinkUnavailable
-from node.item import Item, ItemKey, encode_item_aside
-from node.store import LikeStore
+from node.state.item import Item, ItemKey, encode_item_aside
+from node.state.store import LikeStore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ LARGE_ITEM_LIKES = 10_000
 LARGE_STATE_INTERVAL = 30.0
 #: Seconds between state writes of any item to the embedded SQLite file (see the module docstring).
 SQLITE_STATE_INTERVAL = 60.0
-#: The sinks ``likes restore`` reads item states from (``node.restore``): a change is pending there
+#: The sinks ``likes restore`` reads item states from (``node.checkpoint.restore``): a change is pending there
 #: until a state holding it is written, not merely its rows.
 RESTORE_SINKS = frozenset({"mysql"})
 

@@ -7,7 +7,7 @@ Schema (created on open if missing):
     like_item_state         (content_type, content_id) PRIMARY KEY: like_count, the state's size,
                             chunk count and SHA-256, updated_at.
     like_item_state_chunks  (content_type, content_id, seq) PRIMARY KEY, data MEDIUMBLOB <= 1 MiB:
-                            the serialized state (``node.item.encode_item``) in pieces, because a
+                            the serialized state (``node.state.item.encode_item``) in pieces, because a
                             1,000,000-like item (~15 MB) does not fit in one ``max_allowed_packet``.
     like_counters           (content_type, content_id, name) PRIMARY KEY: each counter's value.
 
@@ -43,7 +43,7 @@ from asyncmy.errors import MySQLError
 from node.checkpoint.records import chunks, flat, new_like_times, now_ms, record_changes, sql_time
 from node.checkpoint.sink import DEFAULT_TIMEOUT, ItemCheckpoint
 from node.errors import SinkDataError, SinkUnavailable
-from node.item import ItemKey
+from node.state.item import ItemKey
 
 #: ``like_records`` exactly as existing like services keep it (the benchmark's peers create it too).
 LIKE_RECORDS_DDL = """CREATE TABLE IF NOT EXISTS like_records (

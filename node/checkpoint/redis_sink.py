@@ -34,7 +34,7 @@ from redis.typing import EncodableT, FieldT
 from node.checkpoint.records import chunks, flat
 from node.checkpoint.sink import DEFAULT_TIMEOUT, ItemCheckpoint
 from node.errors import SinkUnavailable
-from node.item import ItemKey
+from node.state.item import ItemKey
 
 #: HSETNX for many fields of one hash; returns how many were new.
 _HSETNX_MANY = """

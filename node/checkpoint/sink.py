@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.item import ItemKey
+from node.state.item import ItemKey
 
 #: Seconds any one network operation (connect included) may take before the sink gives up.
 DEFAULT_TIMEOUT = 2.0
@@ -38,7 +38,7 @@ class ItemCheckpoint:
     unliked: Collection[int]
     #: Every named PN-counter's current value.
     counters: Mapping[str, int]
-    #: ``node.item.encode_item(item)``: the full state for disaster recovery; None leaves the stored one.
+    #: The full state (``node.state.item.encode_item``) for disaster recovery; None leaves the stored one.
     state: bytes | None
     #: ``liked`` holds every current liker: the sink cancels or removes any other user it holds.
     full: bool = False

@@ -36,7 +36,7 @@ from typing import TypeVar
 from node.checkpoint.records import new_like_times, now_ms, record_changes, sql_time
 from node.checkpoint.sink import DEFAULT_TIMEOUT, ItemCheckpoint
 from node.errors import SinkUnavailable
-from node.item import ItemKey
+from node.state.item import ItemKey
 
 _R = TypeVar("_R")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from node.api import DURABILITY
+from node.http.api import DURABILITY
 from tests.browser.conftest import save_screenshot
 from tests.node.processes import NodeProcesses
 from tests.node.test_schemathesis import ServedNode

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.tcpproxy import LENGTH, FrameProxy, Mangling
 from gossip import faults
 from gossip.faults import FaultPlan
 from gossip.tcp import TcpTransport
-from tests.tcpproxy import LENGTH, FrameProxy, Mangling
 
 A, B, C = ("127.0.0.1", 9001), ("127.0.0.1", 9002), ("127.0.0.1", 9003)
 

@@ -40,8 +40,8 @@ from gossip.messages import (
 from gossip.security import Keyring
 from gossip.transport import Address
 from gossip.wire import LENGTH_PREFIX, PROTOCOL_VERSION, FrameCodec, MessageType
-from node.item import ItemKey
-from node.store import LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.gossip.conftest import KEY, OTHER_KEY
 
 NODE: Address = ("10.0.0.1", 7000)

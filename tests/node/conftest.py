@@ -15,12 +15,12 @@ from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from yarl import URL
 
 from gossip.member import MemberInfo, MemberState
-from node.api import METRICS, NodeDescription, create_app
 from node.config import ApiSettings
-from node.durability import Durability
-from node.lane import LaneSite
-from node.store import LikeStore
-from node.wal import WriteAheadLog
+from node.durable.durability import Durability
+from node.durable.wal import WriteAheadLog
+from node.http.api import METRICS, NodeDescription, create_app
+from node.http.lane import LaneSite
+from node.state.store import LikeStore
 
 if TYPE_CHECKING:
     from tests.node.processes import NodeProcesses
@@ -85,7 +85,7 @@ def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Applica
 
 class LaneTestServer(TestServer):
     """aiohttp's test server, its connections starting in the like lane as a node's do
-    (``node.lane``): likes are answered by the lane, everything else by the app's routes."""
+    (``node.http.lane``): likes are answered by the lane, everything else by the app's routes."""
 
     async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
         if self.runner:

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from node.api import DURABILITY, METRICS, STORE
-from node.item import ItemKey
-from node.store import LikeStore
+from node.http.api import DURABILITY, METRICS, STORE
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.node.conftest import Client, ClientFactory, make_app
 
 ITEM = "/v1/items/post/42"

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gossip.security import Keyring
-from node.keyring_api import add_keyring_routes
+from node.http.keyring_api import add_keyring_routes
 from tests.node.conftest import TEST_LIMITS, Client, ClientFactory, make_app
 from tests.node.test_api import expect_error
 

@@ -1,4 +1,4 @@
-"""Causal tokens (``node.causal``): encode, decode, compose and caps; bad input; the waiter and its
+"""Causal tokens (``node.http.causal``): encode, decode, compose and caps; bad input; the waiter and its
 pull; and the API's header on one node (the three-node case is ``test_causal_cluster.py``)."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from crdt.dots import MAX_COUNTER, known_actor_index
 from gossip import GossipConfig, Gossiper, MemoryNetwork, Peer
 from gossip.antientropy import AntiEntropy
-from node import causal
-from node.api import STORE
-from node.causal import (
+from node.http import causal
+from node.http.api import STORE
+from node.http.causal import (
     HEADER,
     MAX_TOKEN_CHARS,
     MAX_TOKEN_DOTS,
@@ -36,8 +36,8 @@ from node.causal import (
     decode_token,
     encode_token,
 )
-from node.item import ItemKey
-from node.store import LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.gossip.conftest import KEY as GOSSIP_KEY
 from tests.gossip.conftest import wait_until
 from tests.node.conftest import TEST_LIMITS, Client, ClientFactory, make_app

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from gossip import faults
-from node.causal import HEADER
+from node.http.causal import HEADER
 from tests.node.processes import DIRECT, NodeProcesses
 
 pytestmark = pytest.mark.cluster

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import build_parser, main
-from node.datadir import NodeDataDir
-from node.wal import DISCARD_FLAG
+from node.durable.datadir import NodeDataDir
+from node.durable.wal import DISCARD_FLAG
+from node.process.cli import build_parser, main
 from tests.node.conftest import free_ports
 
 SECRET = "security: {secret: 0123456789abcdef}\n"

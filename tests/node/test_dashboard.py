@@ -1,6 +1,6 @@
 """``GET /dashboard`` and ``GET /v1/dashboard``: the page is self-contained, the data gathers every node
 (a node that does not answer is down, never a 500), rates and the convergence lag are what
-``node/dashboard.py`` defines, and one gathering serves every viewer.
+``node/http/dashboard.py`` defines, and one gathering serves every viewer.
 
 Peers are real HTTP servers on loopback: other node apps, and small servers that misbehave in the
 ways a peer can (an error status, not JSON, too slow); one test runs two ``likes node`` processes.
@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from node.api import DURABILITY, METRICS
-from node.dashboard import DASHBOARD, MAX_SAMPLE_GAP, ConvergenceWatch, Dashboard
+from node.http.api import DURABILITY, METRICS
+from node.http.dashboard import DASHBOARD, MAX_SAMPLE_GAP, ConvergenceWatch, Dashboard
 from tests.node.conftest import Client, ClientFactory, free_ports, make_app
 from tests.node.processes import NodeProcesses
 

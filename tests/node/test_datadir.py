@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.datadir import NodeDataDir
+from node.durable.datadir import NodeDataDir
 from node.errors import DataDirError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from node.wal import DURABLE_MARK
+from node.durable.wal import DURABLE_MARK
 from tests.node.processes import NodeProcesses
 
 pytestmark = pytest.mark.cluster

@@ -1,4 +1,4 @@
-"""Freed memory goes back to the OS (``node.heap``), on glibc, in a process of its own."""
+"""Freed memory goes back to the OS (``node.process.heap``), on glibc, in a process of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from node import heap
+from node.process import heap
 
 glibc_only = pytest.mark.skipif(heap._TRIM is None, reason="the C library has no malloc_trim (not glibc)")
 
@@ -17,7 +17,7 @@ glibc_only = pytest.mark.skipif(heap._TRIM is None, reason="the C library has no
 #: kept ones pin the heap, so malloc cannot give the free space back on its own), then trims.
 _FRAGMENT_AND_TRIM = """
 import json, os
-from node import heap
+from node.process import heap
 
 def rss():
     for line in open(f"/proc/{os.getpid()}/status"):

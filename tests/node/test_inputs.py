@@ -1,4 +1,4 @@
-"""``node.inputs``: the batch fast path agrees with the field-by-field validation it stands in for."""
+"""``node.http.inputs``: the batch fast path agrees with the field-by-field validation it stands in for."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node import inputs
 from node.errors import RequestError
-from node.item import ItemKey
+from node.http import inputs
+from node.state.item import ItemKey
 
 VALUES = st.one_of(
     st.sampled_from(["like", "unlike", "love", "post", "Post", "a" * 21, "", "+1", "7"]),

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import node.item
+import node.state.item
 from crdt import ORSet, PNCounter, encode
 from node.errors import ItemCodecError
-from node.item import MAX_ID, Item, ItemKey, decode_item, encode_item, encode_item_aside
+from node.state.item import MAX_ID, Item, ItemKey, decode_item, encode_item, encode_item_aside
 
 content_types = st.from_regex(r"[a-z][a-z0-9_]{0,19}", fullmatch=True)
 ids = st.integers(0, MAX_ID)
@@ -122,14 +122,14 @@ def test_unlike_deltas_name_their_users_and_states_name_none() -> None:
 async def test_a_big_item_is_encoded_beside_the_event_loop_from_a_copy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(node.item, "ASIDE_LIKES", 50)
+    monkeypatch.setattr(node.state.item, "ASIDE_LIKES", 50)
     encoders: list[int] = []
 
     def recording(item: Item) -> bytes:
         encoders.append(threading.get_ident())
         return encode_item(item)
 
-    monkeypatch.setattr(node.item, "encode_item", recording)
+    monkeypatch.setattr(node.state.item, "encode_item", recording)
     small, big = Item(), Item(counters={"views": PNCounter()})
     small.likers.add("n1", 1)
     for user in range(200):

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from gossip.security import Keyring, key_id
-from node.api import METRICS
-from node.cli import main
-from node.keyring_api import ADMIN_WINDOW, add_keyring_routes, admin_headers
+from node.http.api import METRICS
+from node.http.keyring_api import ADMIN_WINDOW, add_keyring_routes, admin_headers
+from node.process.cli import main
 from tests.node.conftest import Client, ClientFactory, make_app
 
 OLD = b"the-old-cluster-key-0123456789ab"

@@ -9,7 +9,7 @@ import pytest
 from gossip.security import key_id
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError
-from node.server import gossip_config
+from node.process.server import gossip_config
 
 NODES = "nodes:\n  - {name: n1, host: 127.0.0.1, http_port: 8001, gossip_port: 9001}\n"
 NEW, OLD = "new-key-0123456789abcdef", "old-key-0123456789abcdef"

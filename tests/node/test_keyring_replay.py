@@ -18,8 +18,8 @@ import pytest
 from gossip import GossipConfig, Gossiper, MemoryNetwork, Peer
 from gossip.transport import Address
 from gossip.wire import COMPRESSED, MessageType
-from node.item import ItemKey
-from node.store import LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.gossip.conftest import KEY, wait_until
 
 NAMES = ("n0", "n1", "n2")

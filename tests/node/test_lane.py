@@ -1,4 +1,4 @@
-"""The like lane (``node.lane``): which heads it answers, and that its answers are the route's.
+"""The like lane (``node.http.lane``): which heads it answers, and that its answers are the route's.
 
 Every API test already runs through the lane (``tests/node/conftest.py`` serves apps through it);
 these tests pin what is the lane's alone: reading heads, pipelining, handing a connection to aiohttp,
@@ -16,9 +16,9 @@ import pytest
 from aiohttp import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import TestServer
 
-from node import causal, lane
-from node.api import METRICS, STORE
-from node.item import ItemKey
+from node.http import causal, lane
+from node.http.api import METRICS, STORE
+from node.state.item import ItemKey
 from tests.node.conftest import Client, ClientFactory, LaneTestServer, make_app
 
 HEAD = b"PUT /v1/items/post/42/likes/7 HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nContent-Length: 0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Hashable
 from pathlib import Path
@@ -11,11 +12,12 @@ import orjson
 import pytest
 
 from gossip.security import Keyring
-from node.api import GUARD, METRICS, STORE
 from node.config import ApiSettings, parse_config
 from node.errors import ConfigError
-from node.keyring_api import add_keyring_routes, admin_headers
-from node.limits import ApiGuard, RateLimiter
+from node.http import writes
+from node.http.api import GUARD, METRICS, STORE
+from node.http.keyring_api import add_keyring_routes, admin_headers
+from node.http.limits import ApiGuard, RateLimiter
 from tests.node.conftest import TEST_LIMITS, Client, ClientFactory, make_app
 
 ITEM = "/v1/items/post/42"
@@ -178,6 +180,7 @@ async def guarded_client(
         **limits,
     }
     app[GUARD] = ApiGuard(**settings, tokens=tokens, clock=clock)  # type: ignore[arg-type]
+    app[writes.WRITES] = dataclasses.replace(app[writes.WRITES], guard=app[GUARD])
     add_keyring_routes(app, Keyring([CLUSTER_KEY]))
     return await aiohttp_client(app), clock
 

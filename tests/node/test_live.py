@@ -1,4 +1,4 @@
-"""``GET /v1/events`` (``node.live``): live counts as Server-Sent Events, over one node's test client.
+"""``GET /v1/events`` (``node.http.live``): live counts as Server-Sent Events, over one node's test client.
 
 A like on this node and a like merged from another node's store (what gossip does) each reach the
 stream; bad input is a JSON error, never a 500; the stream cap answers 429; a stream ends at its
@@ -17,10 +17,10 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
-from node.api import METRICS, STORE
-from node.item import ItemKey
-from node.live import LIVE_HUB
-from node.store import LikeStore
+from node.http.api import METRICS, STORE
+from node.http.live import LIVE_HUB
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.node.conftest import Client, ClientFactory, make_app
 from tests.node.processes import DIRECT, NodeProcesses
 

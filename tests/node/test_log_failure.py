@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from node.api import DURABILITY, STORE
-from node.item import ItemKey
-from node.store import LikeStore
-from node.wal import WriteAheadLog
+from node.durable.wal import WriteAheadLog
+from node.http.api import DURABILITY, STORE
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.node.conftest import Client, ClientFactory, make_app
 
 ITEM = "post/7"

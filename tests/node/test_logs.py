@@ -23,17 +23,17 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from bench.tcpproxy import TcpProxy
 from gossip import MemberInfo, MemberState
 from gossip.messages import Members
 from node.checkpoint import RedisSink
 from node.checkpoint.checkpointer import Checkpointer
-from node.item import ItemKey
-from node.logs import log_handler, resolve_format
-from node.store import LikeStore
+from node.process.logs import log_handler, resolve_format
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.gossip.test_membership import lone_membership
 from tests.node.checkpoint.conftest import REDIS_URL
 from tests.node.processes import NodeProcesses
-from tests.tcpproxy import TcpProxy
 
 ALIVE, SUSPECT, DEAD = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
 
@@ -105,7 +105,7 @@ def test_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
 
 CONFIGURED = """
 import logging, warnings
-from node.logs import configure_logging
+from node.process.logs import configure_logging
 assert configure_logging("n9") == "json"  # stderr is a pipe here
 logging.getLogger("some.library").info("ready")
 logging.getLogger("some.library").debug("not at the default level")
@@ -287,7 +287,7 @@ def test_nodes_log_start_stop_and_a_killed_member_once_each(nodes: NodeProcesses
         assert len(events(whole, "node_started")) == 1 and len(events(whole, "node_stopped")) == 1
         assert whole[-1]["event"] == "node_stopped"
         started = events(whole, "node_started")[0]
-        assert started["url"] == nodes.urls[observer] and started["logger"] == "node.server"
+        assert started["url"] == nodes.urls[observer] and started["logger"] == "node.process.server"
     # n3 ran twice: killed the first time (no stop line), stopped the second.
     victim = log_entries(logs["n3"], "n3")
     assert len(events(victim, "node_started")) == 2 and len(events(victim, "node_stopped")) == 1

@@ -19,12 +19,12 @@ from prometheus_client.samples import Sample
 
 from gossip import GossipConfig, Gossiper
 from gossip.gossiper import STAT_NAMES
-from node.api import CHECKPOINTER, METRICS, STORE
 from node.checkpoint import RedisSink, SqliteSink
 from node.checkpoint.checkpointer import Checkpointer
+from node.http.api import CHECKPOINTER, METRICS, STORE
 from node.latency import LatencyHistogram
 from node.metrics import GOSSIP_GAUGES, GOSSIP_HELP, NodeMetrics
-from node.store import LikeStore
+from node.state.store import LikeStore
 from tests.node.conftest import Client, ClientFactory, free_ports, make_app
 from tests.node.processes import DIRECT, NodeProcesses
 

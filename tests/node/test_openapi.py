@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gossip.security import Keyring
-from node.api import create_app  # noqa: F401  (the routes table the app registers)
-from node.keyring_api import add_keyring_routes
-from node.openapi import document
+from node.http.api import create_app  # noqa: F401  (the routes table the app registers)
+from node.http.keyring_api import add_keyring_routes
+from node.http.openapi import document
 from tests.node.conftest import Client, make_app
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
@@ -32,8 +32,8 @@ def test_every_route_is_documented_and_nothing_else(tmp_path: Path) -> None:
         if method in METHODS
     }
     served = served_routes(tmp_path)
-    assert served - documented == set(), "routes missing from node/openapi.py"
-    assert documented - served == set(), "node/openapi.py documents routes nobody serves"
+    assert served - documented == set(), "routes missing from node/http/openapi.py"
+    assert documented - served == set(), "node/http/openapi.py documents routes nobody serves"
 
 
 def test_every_operation_documents_429_and_its_errors_in_the_one_shape() -> None:

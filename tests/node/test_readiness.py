@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from node.api import DURABILITY
-from node.wal import WriteAheadLog
+from node.durable.wal import WriteAheadLog
+from node.http.api import DURABILITY
 from tests.node.conftest import Client
 from tests.node.test_metrics import scrape
 

@@ -29,8 +29,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gossip.security import Keyring
-from node.api import METRICS
-from node.keyring_api import add_keyring_routes
+from node.http.api import METRICS
+from node.http.keyring_api import add_keyring_routes
 from tests.node.conftest import free_ports, make_app
 
 CHECKS = [

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from node.api import DURABILITY
-from node.cli import main
 from node.config import NodeSpec, load_config
-from node.status import NodeReport, report_status, status_json, summarize
+from node.http.api import DURABILITY
+from node.process.cli import main
+from node.process.status import NodeReport, report_status, status_json, summarize
 from tests.node.conftest import Client
 from tests.node.processes import NodeProcesses
 
@@ -45,7 +45,7 @@ def view(name: str, *, likes: int, fingerprint: str, states: dict[str, str], **e
 def render(reports: list[NodeReport]) -> str:
     from rich.console import Console
 
-    from node.status import render as render_status
+    from node.process.status import render as render_status
 
     out = io.StringIO()
     render_status(summarize(reports), Console(file=out, width=WIDTH, color_system=None))

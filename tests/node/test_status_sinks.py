@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from node.config import NodeSpec
-from node.status import NodeReport, render, status_json, summarize
+from node.process.status import NodeReport, render, status_json, summarize
 
 WIDTH = 140
 NAMES = ("n1", "n2", "n3")

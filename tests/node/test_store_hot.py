@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 
 from crdt import ORSet
-from node.item import ItemKey
-from node.store import LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.node.test_store import index_of, operations, play, sync, truth_of
 
 POST = ItemKey("post", 1)

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.errors import DataDirError
-from node.logframe import (
+from node.durable.logframe import (
     LEGACY_SNAPSHOT_MAGIC,
     LOG_MAGIC,
     SNAPSHOT_MAGIC,
@@ -24,7 +23,8 @@ from node.logframe import (
     read_snapshot,
     scan_records,
 )
-from node.wal import DISCARD_FLAG, DURABLE_MARK, SNAPSHOT, WriteAheadLog
+from node.durable.wal import DISCARD_FLAG, DURABLE_MARK, SNAPSHOT, WriteAheadLog
+from node.errors import DataDirError
 
 Pairs = list[tuple[bytes, bytes]]
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.datadir import NodeDataDir
-from node.item import ItemKey
-from node.server import resumes_writer
-from node.store import LikeStore
-from node.wal import WriteAheadLog
+from node.durable.datadir import NodeDataDir
+from node.durable.wal import WriteAheadLog
+from node.process.server import resumes_writer
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 
 ITEMS = [ItemKey("post", n) for n in range(3)]
 

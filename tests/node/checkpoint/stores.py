@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from node.checkpoint import CheckpointSink, ItemCheckpoint
 from node.checkpoint.records import time_ms
-from node.item import ItemKey
+from node.state.item import ItemKey
 
 
 @dataclass

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from node.api import CHECKPOINTER, STORE
 from node.checkpoint import MysqlSink
 from node.checkpoint import checkpointer as checkpointer_module
 from node.checkpoint.checkpointer import Checkpointer, owner
+from node.checkpoint.restore import restore_from_mysql
 from node.config import load_config, parse_config
-from node.item import ItemKey
-from node.restore import restore_from_mysql
-from node.status import gather, summarize
-from node.store import LikeStore
-from node.wal import WriteAheadLog
+from node.durable.wal import WriteAheadLog
+from node.http.api import CHECKPOINTER, STORE
+from node.process.status import gather, summarize
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 from tests.node.checkpoint.conftest import MysqlDatabase
 from tests.node.conftest import Client, ClientFactory, make_app
 from tests.node.processes import NodeProcesses

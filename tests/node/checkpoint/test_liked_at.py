@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from crdt import ORSet
 from node.checkpoint.checkpointer import LikedAt, _checkpoint, _Pending
 from node.checkpoint.records import record_changes
-from node.item import Item, ItemKey
+from node.state.item import Item, ItemKey
 
 users = st.sets(st.integers(0, 2**64 - 1), max_size=50)
 

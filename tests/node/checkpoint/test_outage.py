@@ -19,12 +19,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bench.tcpproxy import CutMode, TcpProxy
 from node.checkpoint import CheckpointSink, ItemCheckpoint, MysqlSink, RedisSink
 from node.errors import SinkUnavailable
-from node.item import ItemKey
+from node.state.item import ItemKey
 from tests.node.checkpoint.conftest import REDIS_URL, MysqlDatabase
 from tests.node.checkpoint.stores import RawReader, SinkModel, assert_holds
-from tests.tcpproxy import CutMode, TcpProxy
 
 #: The sinks' timeout here: short, so the outage tests stay quick, yet long enough that a loaded
 #: machine completes a healthy round of a 60,000-like batch within it (0.5 s did not, under CI's load).

@@ -14,7 +14,7 @@ import node.checkpoint.mysql_sink as mysql_module
 import node.checkpoint.redis_sink as redis_module
 from node.checkpoint import CheckpointSink, ItemCheckpoint, MysqlSink, RedisSink, SqliteSink
 from node.errors import SinkUnavailable
-from node.item import ItemKey
+from node.state.item import ItemKey
 from tests.node.checkpoint.conftest import MysqlDatabase
 from tests.node.checkpoint.stores import RawReader, SinkModel, assert_holds
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from crdt import PNCounter
 from node.checkpoint import CheckpointSink, ItemCheckpoint, MysqlSink, RedisSink, SqliteSink
-from node.item import Item, ItemKey, encode_item
+from node.state.item import Item, ItemKey, encode_item
 from tests.node.checkpoint.stores import MysqlRaw, RawReader, RedisRaw, SinkModel, SqliteRaw, assert_holds
 
 #: Few items and users, so likes, unlikes and re-likes of one user on one item are common.

@@ -11,7 +11,7 @@ from crdt import PNCounter
 from node.checkpoint import ItemCheckpoint, MysqlSink, SqliteSink, StateSink
 from node.checkpoint.mysql_sink import STATE_CHUNK_BYTES
 from node.errors import SinkDataError
-from node.item import Item, ItemKey, decode_item, encode_item
+from node.state.item import Item, ItemKey, decode_item, encode_item
 from tests.node.checkpoint.conftest import MysqlDatabase
 
 

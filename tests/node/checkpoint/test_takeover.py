@@ -12,8 +12,8 @@ from pathlib import Path
 from node.checkpoint import SqliteSink
 from node.checkpoint.checkpointer import Checkpointer, owner
 from node.checkpoint.sink import ItemCheckpoint
-from node.item import ItemKey
-from node.store import LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeStore
 
 DELAY = 0.3
 

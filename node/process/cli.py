@@ -15,7 +15,7 @@ from pathlib import Path
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
-from node.logs import LOG_FORMAT_CHOICES
+from node.process.logs import LOG_FORMAT_CHOICES
 
 #: Exit status for a configuration the command cannot run with (argparse uses it for usage errors).
 EXIT_CONFIG = 2
@@ -99,7 +99,7 @@ def _discard_snapshot_option(parser: argparse.ArgumentParser) -> None:
 
 def _keys(args: argparse.Namespace, config: ClusterConfig) -> int:
     """``likes keys``: the key or key id the operation names, then the operation on every node."""
-    from node.keyring_api import run_keys_command
+    from node.http.keyring_api import run_keys_command
 
     key: bytes | None = None
     ident: bytes | None = None
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.command == "up":
-            from node.supervisor import run_cluster
+            from node.process.supervisor import run_cluster
 
             return run_cluster(
                 args.config.resolve(),
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 discard_damaged_snapshot=args.discard_damaged_snapshot,
             )
         if args.command == "node":
-            from node.server import run_node
+            from node.process.server import run_node
 
             config.node(args.name)  # an unknown name is a configuration error, before any start-up
             run_node(
@@ -153,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "restore":
-            from node.restore import restore_from_mysql
-            from node.supervisor import is_local
+            from node.checkpoint.restore import restore_from_mysql
+            from node.process.supervisor import is_local
 
             names = args.name or [spec.name for spec in config.nodes if is_local(spec.host)]
             for name in names:
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return restore_from_mysql(config, names)
         if args.command == "keys":
             return _keys(args, config)
-        from node.status import report_status
+        from node.process.status import report_status
 
         return report_status(config, as_json=args.json)
     except ConfigError as exc:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +29,13 @@ import orjson
 from aiohttp import web
 
 from node.errors import InvalidValue, MalformedRequest, TooManyRequests
-from node.item import MAX_ID, ItemKey
-from node.store import LikeStore
+from node.state.item import ITEM_REF, MAX_ID, ItemKey
+from node.state.store import LikeStore
 
 log = logging.getLogger(__name__)
 
 #: ``type:id``, the item syntax of ``after`` cursors too.
-_ITEM = re.compile(r"([a-z][a-z0-9_]{0,19}):([0-9]{1,32})")
+_ITEM = ITEM_REF
 #: How long the browser waits before reconnecting a dropped stream, in milliseconds.
 RECONNECT_MS = 1000
 #: The query parameter naming an item; repeated for several.

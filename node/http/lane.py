@@ -6,7 +6,7 @@ objects, router, middleware chain and response objects cost several times what t
 every connection to a node starts in a ``LikeLane``: a plain ``asyncio.Protocol`` that recognises
 ``PUT``/``DELETE /v1/items/{type}/{id}/likes/{user}`` in its simplest, valid HTTP/1.1 form and
 answers it itself, through the same guard, causal tokens, store, write levels and metrics as the
-aiohttp route (``node.api``), with the same bytes of JSON.
+aiohttp route (``node.http.api``), with the same bytes of JSON.
 
 Anything else — another route or method, a body, ``Transfer-Encoding``, ``Expect``, HTTP/1.0, a
 percent-encoded or invalid path, a query other than ``w=``, a header the lane does not read as aiohttp
@@ -36,14 +36,12 @@ from typing import Any, cast
 import orjson
 from aiohttp import web
 
-from node import causal
-from node.api import DURABILITY, GUARD, METRICS, write_like
-from node.durability import Durability, not_durable
-from node.errors import DataDirError, RequestError
-from node.item import MAX_ID, ItemKey
-from node.limits import ApiGuard
-from node.metrics import NodeMetrics
-from node.store import LikeResult
+from node.durable.durability import WRITE_LEVELS, not_durable
+from node.errors import INTERNAL_MESSAGE, DataDirError, RequestError, error_body
+from node.http import causal
+from node.http.writes import WRITES, Writes
+from node.state.item import MAX_ID, NAME_PATTERN, ItemKey
+from node.state.store import LikeResult
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,8 @@ IDLE_TIMEOUT = 75.0
 ROUTE = "/v1/items/{type}/{id}/likes/{user}"
 #: The like path, valid values only: anything else goes to aiohttp, which answers 404 or 422.
 _REQUEST_LINE = re.compile(
-    rb"(PUT|DELETE) /v1/items/([a-z][a-z0-9_]{0,19})/([0-9]{1,20})/likes/([0-9]{1,20})"
-    rb"(?:\?w=(1|majority|all))? HTTP/1\.1(?=\r\n|$)"
+    rb"(PUT|DELETE) /v1/items/(%s)/([0-9]{1,20})/likes/([0-9]{1,20})(?:\?w=(%s))? HTTP/1\.1(?=\r\n|$)"
+    % (NAME_PATTERN.encode(), "|".join(WRITE_LEVELS).encode())
 )
 #: Header names the lane understands; any other header is ignored, as the route ignores it.
 _LANE_HEADERS = frozenset({b"content-length", b"connection", b"authorization", b"likes-causal-token"})
@@ -74,9 +72,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
 class Lane:
     """What every lane connection of one node shares: the node's parts and its open connections."""
 
-    durability: Durability
-    guard: ApiGuard
-    metrics: NodeMetrics
+    writes: Writes
     waiter: causal.CausalWaiter
     #: Makes aiohttp's protocol for a connection handed over (``web.Server.__call__``).
     fallback: Callable[[], asyncio.Protocol]
@@ -206,7 +202,7 @@ class LikeLane(asyncio.Protocol):
         try:
             self._admit(request)
             result, produced = self._apply(request)
-            durable = self._lane.durability.commit_local()
+            durable = self._lane.writes.commit_local()
         except Exception as exc:
             self._reply_failure(request, started, exc)
             return
@@ -245,10 +241,10 @@ class LikeLane(asyncio.Protocol):
             if request.token is not None:
                 incoming = causal.decode_token(request.token)
                 await self._lane.waiter.wait(incoming)
-            durability = self._lane.durability
-            level = durability.level(request.level)
+            writes = self._lane.writes
+            level = writes.level(request.level)
             result, produced = self._apply(request)
-            await durability.commit(level, (request.key,))
+            await writes.commit(level, (request.key,))
         except Exception as exc:
             self._reply_failure(request, started, exc)
             return
@@ -256,28 +252,25 @@ class LikeLane(asyncio.Protocol):
 
     def _admit(self, request: LikeRequest) -> None:
         """The guard middleware's checks: the client's rate, then the bearer token."""
-        guard = self._lane.guard
+        guard = self._lane.writes.guard
         token = guard.authenticate(request.authorization) if guard.tokens_required else None
         guard.limit_client(token, self._remote)
         if guard.tokens_required and token is None:
             guard.require_token(request.authorization, token)
 
     def _apply(self, request: LikeRequest) -> tuple[LikeResult, tuple[causal.TokenEntry, ...]]:
-        """The route's write: the user's rate, then the like or unlike."""
-        lane = self._lane
-        store = lane.durability.store
-        return write_like(lane.guard, store, lane.metrics, request.key, request.user, liking=request.liking)
+        """The route's write (``node.http.writes``): the user's rate, then the like or unlike."""
+        return self._lane.writes.set_like(request.key, request.user, liking=request.liking)
 
     def _reply_failure(self, request: LikeRequest, started: float, exc: BaseException) -> None:
         """The JSON error of a rejected or failed like (a 500, logged and counted, if unexpected)."""
         if isinstance(exc, RequestError):
-            body = orjson.dumps({"error": {"code": exc.code, "message": exc.message}})
+            body = error_body(exc.code, exc.message)
             self._reply(request, started, exc.status, body, headers=exc.headers)
             return
         log.error("unexpected error answering a like", exc_info=exc)
-        self._lane.metrics.internal_errors.inc()
-        message = "internal error; the request may not have been applied"
-        self._reply(request, started, 500, orjson.dumps({"error": {"code": "internal", "message": message}}))
+        self._lane.writes.metrics.internal_errors.inc()
+        self._reply(request, started, 500, error_body("internal", INTERNAL_MESSAGE))
 
     def _reply(
         self,
@@ -291,7 +284,7 @@ class LikeLane(asyncio.Protocol):
     ) -> None:
         """Count the request and write its answer (with the answer's causal token after a write)."""
         lane = self._lane
-        lane.metrics.count_request(
+        lane.writes.metrics.count_request(
             "PUT" if request.liking else "DELETE", ROUTE, status, time.perf_counter() - started
         )
         lane.answered += 1
@@ -430,13 +423,7 @@ class LaneSite(web.BaseSite):
         super().__init__(runner)
         assert runner.server is not None, "set the runner up first"
         app = runner.app
-        self.lane = Lane(
-            durability=app[DURABILITY],
-            guard=app[GUARD],
-            metrics=app[METRICS],
-            waiter=app[causal.WAITER],
-            fallback=runner.server,
-        )
+        self.lane = Lane(writes=app[WRITES], waiter=app[causal.WAITER], fallback=runner.server)
         self._host, self._port = host, port
 
     @property

@@ -46,8 +46,8 @@ from aiohttp import web
 
 from crdt.dots import MAX_COUNTER, valid_actor_name
 from node.errors import ItemCodecError, RequestError
-from node.item import MAX_ID, ItemKey
-from node.store import LikeResult, LikeStore
+from node.state.item import MAX_ID, ItemKey
+from node.state.store import LikeResult, LikeStore
 
 HEADER = "Likes-Causal-Token"
 VERSION = 1

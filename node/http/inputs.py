@@ -15,25 +15,25 @@ from itertools import repeat
 from typing import Any, Literal
 
 from node.errors import InvalidValue, MalformedRequest
-from node.item import MAX_ID, NAME, ItemKey
+from node.state.item import ITEM_REF, MAX_ID, NAME, NAME_PATTERN, ItemKey
 
 #: Plain ASCII decimal; leading zeros are allowed, so the length cap is looser than 20 digits.
 _DECIMAL = re.compile(r"[0-9]{1,32}")
 #: ``after`` cursor of "my likes": ``type:id``.
-_ITEM_CURSOR = re.compile(r"([a-z][a-z0-9_]{0,19}):([0-9]{1,32})")
+_ITEM_CURSOR = ITEM_REF
 
 
 def content_type(text: str, where: str = "type") -> str:
-    """A content type: ``[a-z][a-z0-9_]{0,19}``."""
+    """A content type (``NAME_PATTERN``)."""
     if not isinstance(text, str) or not NAME.fullmatch(text):
-        raise InvalidValue(f"{where}: {_show(text)} is not a content type ([a-z][a-z0-9_]{{0,19}})")
+        raise InvalidValue(f"{where}: {_show(text)} is not a content type ({NAME_PATTERN})")
     return text
 
 
 def counter_name(text: str, where: str = "name") -> str:
     """A counter name: same rule as a content type."""
     if not isinstance(text, str) or not NAME.fullmatch(text):
-        raise InvalidValue(f"{where}: {_show(text)} is not a counter name ([a-z][a-z0-9_]{{0,19}})")
+        raise InvalidValue(f"{where}: {_show(text)} is not a counter name ({NAME_PATTERN})")
     return text
 
 

@@ -23,7 +23,7 @@ body digest, prefixed with a label no gossip frame can start with. A signature i
 a captured request cannot be replayed. This authenticates requests; it does not hide them: the
 body of an install carries the new key in the clear, so run ``likes keys`` over a trusted network
 (or loopback) until the API has TLS. When ``security.api_tokens`` is set, these routes also need
-``Authorization: Bearer <token>`` like every write (``node.api.guard``); the CLI sends the first.
+``Authorization: Bearer <token>`` like every write (``node.http.api.guard``); the CLI sends the first.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES, Keyring, KeyringError, key_id
-from node.api import read_json, reply
 from node.config import ClusterConfig, NodeSpec
 from node.errors import InvalidValue, MalformedRequest, RequestError
+from node.http.api import read_json, reply
 
 #: Seconds an admin request's timestamp may differ from the node's clock.
 ADMIN_WINDOW = 60

@@ -1,6 +1,6 @@
 """The HTTP API of DESIGN.md, as a table of routes over one ``LikeStore``.
 
-Every handler validates the whole request (``node.inputs``) before touching the store, and the store
+Every handler validates the whole request (``node.http.inputs``) before touching the store, and the store
 calls are synchronous, so a rejected request changes nothing and an accepted one is applied without
 interleaving. Every error is ``{"error": {"code", "message"}}``; the ``json_errors`` middleware turns
 the framework's own 404/405/413 into that shape too, and turns any unexpected exception into a JSON
@@ -15,32 +15,34 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from gossip import MemberInfo
-from node import causal, dashboard, inputs
 from node.checkpoint.checkpointer import Checkpointer, LaneStatus
 from node.config import ApiSettings
-from node.durability import Durability
+from node.durable.durability import Durability
 from node.errors import (
+    INTERNAL_MESSAGE,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
+    error_body,
 )
-from node.item import ItemKey
-from node.limits import ApiGuard
-from node.live import add_live_routes
+from node.http import causal, dashboard, inputs
+from node.http.limits import ApiGuard
+from node.http.live import add_live_routes
+from node.http.openapi import document as openapi_document
+from node.http.page import add_page_routes
+from node.http.writes import WRITES, Writes
 from node.metrics import CONTENT_TYPE, NodeMetrics
-from node.openapi import document as openapi_document
-from node.page import add_page_routes
-from node.store import LikeResult, LikeStore
+from node.state.item import ItemKey
+from node.state.store import LikeResult, LikeStore
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ METRICS = web.AppKey("metrics", NodeMetrics)
 DURABILITY = web.AppKey("durability", Durability)
 #: Set by the server when sinks are configured; ``/v1/cluster`` then shows their lag.
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
-#: Rate limits and API tokens (``node.limits``).
+#: Rate limits and API tokens (``node.http.limits``).
 GUARD = web.AppKey("guard", ApiGuard)
 
 routes = web.RouteTableDef()
@@ -121,6 +123,7 @@ def create_app(
         max_keys=settings.rate_limit_keys,
         tokens=api_tokens,
     )
+    app[WRITES] = Writes(app[GUARD], metrics, durability)
     causal.install(app, store, settings.causal_wait_ms / 1000, cluster)
     app.add_routes(routes)
     add_page_routes(app)
@@ -152,7 +155,7 @@ def error_reply(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """The one error shape."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    body = error_body(code, message)
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
@@ -183,7 +186,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         metrics.internal_errors.inc()
-        response = error_reply(500, "internal", "internal error; the request may not have been applied")
+        response = error_reply(500, "internal", INTERNAL_MESSAGE)
     route = request.match_info.route.resource
     label = route.canonical if route is not None else "unmatched"
     method = request.method if request.method in _METHODS else "other"
@@ -295,26 +298,14 @@ async def unlike(request: web.Request) -> web.Response:
 
 
 async def _set_like(request: web.Request, *, liking: bool) -> web.Response:
-    """Validate everything, apply, then answer once the write level is met."""
+    """Validate everything, stage, then answer once the write level is met."""
     key, user = item_of(request), inputs.uint64(request.match_info["user"], "user")
-    level = request.app[DURABILITY].level(request.query.get("w"))
-    app = request.app
-    result, produced = write_like(app[GUARD], app[STORE], app[METRICS], key, user, liking=liking)
+    writes = request.app[WRITES]
+    level = writes.level(request.query.get("w"))
+    result, produced = writes.set_like(key, user, liking=liking)
     causal.note(request, produced)
-    await request.app[DURABILITY].commit(level, (key,))
+    await writes.commit(level, (key,))
     return reply(_like_reply(liking, result))
-
-
-def write_like(
-    guard: ApiGuard, store: LikeStore, metrics: NodeMetrics, key: ItemKey, user: int, *, liking: bool
-) -> tuple[LikeResult, tuple[causal.TokenEntry, ...]]:
-    """A like's write, for this route and the like lane (``node.lane``) alike: the user's rate, the
-    like or unlike, the write metric; also what the answer's token names."""
-    guard.limit_user(user)
-    result, produced = causal.apply_like(store, key, user, liking=liking)
-    if result.changed:
-        metrics.count_writes("like" if liking else "unlike")
-    return result, produced
 
 
 @routes.get("/v1/items/{type}/{id}/likes/{user}")
@@ -370,12 +361,11 @@ async def add_to_counter(request: web.Request) -> web.Response:
     key, name = item_of(request), inputs.counter_name(request.match_info["name"])
     settings = request.app[SETTINGS]
     delta = inputs.counter_delta(await read_json(request), settings.max_counter_delta)
-    level = request.app[DURABILITY].level(request.query.get("w"))
-    value = request.app[STORE].add_to_counter(key, name, delta)
+    writes = request.app[WRITES]
+    level = writes.level(request.query.get("w"))
+    value = writes.add_to_counter(key, name, delta)
     causal.note(request)  # no dots: the answer carries the token it was sent
-    await request.app[DURABILITY].commit(level, (key,))
-    if delta:
-        request.app[METRICS].count_writes("counter")
+    await writes.commit(level, (key,))
     return reply({"value": value})
 
 
@@ -391,19 +381,13 @@ async def counts(request: web.Request) -> web.Response:
 async def batch(request: web.Request) -> web.Response:
     """Many likes and unlikes: all validated first, then applied in order; one result per op."""
     ops = inputs.batch_request(await read_json(request), request.app[SETTINGS].max_batch_ops)
-    level = request.app[DURABILITY].level(request.query.get("w"))
-    request.app[GUARD].limit_users(ops.users)  # all or none, before anything is applied
+    writes = request.app[WRITES]
+    level = writes.level(request.query.get("w"))
     liking = ops.liking
-    changed, counts, produced = causal.apply_batch(request.app[STORE], ops.keys, ops.users, liking)
+    changed, counts, produced = writes.apply_batch(ops.keys, ops.users, liking)
     causal.note(request, produced)  # a batch's answer carries a token, even if no op produced dots
-    changes = changed.count(True)
-    if changes:
-        likes = sum(compress(liking, changed))  # the changes that were likes
-        for kind, count in (("like", likes), ("unlike", changes - likes)):
-            if count:
-                request.app[METRICS].count_writes(kind, count)
     touched = ops.item_keys() if level.peers else ()  # only a write level above 1 needs them
-    await request.app[DURABILITY].commit(level, touched)  # one record, one fsync
+    await writes.commit(level, touched)  # one record, one fsync
     results = [
         {"liked": like, "changed": change, "count": count}
         for like, change, count in zip(liking, changed, counts, strict=True)
@@ -523,7 +507,7 @@ def _utc(seconds: float) -> str:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3 document of every route (``node.openapi``), for clients and schemathesis."""
+    """The OpenAPI 3 document of every route (``node.http.openapi``), for clients and schemathesis."""
     return web.Response(body=_OPENAPI, content_type="application/json")
 
 

@@ -4,7 +4,7 @@ A log record is a batch of ``(item key, delta payload)`` pairs, the same bytes g
 therefore needs no ordering at all: deltas are joins, so applying a record twice, late, or after a
 lost neighbour gives a state that anti-entropy completes. That is what makes recovery simple:
 
-- ``wal-<segment>.log`` files hold records framed by ``node.logframe``: a sync marker and two CRCs
+- ``wal-<segment>.log`` files hold records framed by ``node.durable.logframe``: a sync marker and two CRCs
   (header, payload), so replay reads every intact record of a segment and skips damage in its
   middle (reported, kept on disk); a damaged tail (a torn write at power loss) is cut off and
   reported. Segments of the previous format (no marker) are still read.
@@ -42,9 +42,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from node.errors import DataDirError
-from node.latency import DISK_BUCKETS, LatencyHistogram
-from node.logframe import (
+from node.durable.logframe import (
     LOG_MAGIC,
     DamagedFile,
     encode_record,
@@ -52,11 +50,13 @@ from node.logframe import (
     read_snapshot,
     snapshot_header,
 )
+from node.errors import DataDirError
+from node.latency import DISK_BUCKETS, LatencyHistogram
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "snapshot"
-#: The command-line option that lets a node start without its damaged snapshot (``node.cli``).
+#: The command-line option that lets a node start without its damaged snapshot (``node.process.cli``).
 DISCARD_FLAG = "--discard-damaged-snapshot"
 #: While the log is busy (the last group held at least ``BUSY_GROUP`` records), the writer waits this
 #: long, in seconds, before taking the next group, so that one fsync and one hand-off between threads

@@ -1,9 +1,9 @@
 """``GET /``: the like page people see, served by every node from files shipped with the package.
 
-``node/web/like.html``, ``like.css`` and ``like.js`` are plain files (no build step, nothing fetched
+``node/http/web/like.html``, ``like.css`` and ``like.js`` are plain files (no build step, nothing fetched
 from elsewhere), read once at import and served from memory. The page likes three demo posts through
 the public API as a visitor with a random user id, queues likes made offline in ``localStorage``,
-and follows the counts live through ``GET /v1/events`` (``node.live``).
+and follows the counts live through ``GET /v1/events`` (``node.http.live``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from importlib.resources import files
 
 from aiohttp import web
 
-#: The page's files, read from the installed package (``pyproject.toml`` ships ``node/web/*``).
-_WEB = files("node") / "web"
+#: The page's files, read from the installed package (``pyproject.toml`` ships ``node/http/web/*``).
+_WEB = files("node.http") / "web"
 LIKE_HTML = (_WEB / "like.html").read_bytes()
 LIKE_JS = (_WEB / "like.js").read_bytes()
 LIKE_CSS = (_WEB / "like.css").read_bytes()

@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from node import causal
+from node.durable.durability import WRITE_LEVELS
+from node.http import causal
+from node.state.item import NAME_PATTERN
 
 MAX_ID = 2**64 - 1
-NAME_PATTERN = "^[a-z][a-z0-9_]{0,19}$"
+NAME = f"^{NAME_PATTERN}$"
+ITEM = f"^{NAME_PATTERN}:[0-9]{{1,20}}$"
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -66,7 +69,7 @@ SCHEMAS: dict[str, Any] = {
             "next": _NEXT,
         }
     ),
-    "ItemRef": _obj({"type": {"type": "string", "pattern": NAME_PATTERN}, "id": _ID_IN_BODY}),
+    "ItemRef": _obj({"type": {"type": "string", "pattern": NAME}, "id": _ID_IN_BODY}),
     "ItemOut": _obj({"type": {"type": "string"}, "id": _UINT64}),
     "UserLikes": _obj(
         {"user": _UINT64, "items": {"type": "array", "items": _ref("schemas", "ItemOut")}, "next": _NEXT}
@@ -93,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
     "BatchOp": _obj(
         {
             "op": {"type": "string", "enum": ["like", "unlike"]},
-            "type": {"type": "string", "pattern": NAME_PATTERN},
+            "type": {"type": "string", "pattern": NAME},
             "id": _ID_IN_BODY,
             "user": _ID_IN_BODY,
         }
@@ -251,7 +254,7 @@ PARAMETERS: dict[str, Any] = {
         "name": "type",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": NAME_PATTERN},
+        "schema": {"type": "string", "pattern": NAME},
     },
     "id": {"name": "id", "in": "path", "required": True, "schema": _UINT64},
     "user": {"name": "user", "in": "path", "required": True, "schema": _UINT64},
@@ -260,14 +263,14 @@ PARAMETERS: dict[str, Any] = {
         "in": "path",
         "required": True,
         "description": "counter name",
-        "schema": {"type": "string", "pattern": NAME_PATTERN},
+        "schema": {"type": "string", "pattern": NAME},
     },
     "w": {
         "name": "w",
         "in": "query",
         "description": "write level: acknowledged once fsynced here (1), or also merged by a majority or "
         "all of the nodes of the cluster file",
-        "schema": {"type": "string", "enum": ["1", "majority", "all"]},
+        "schema": {"type": "string", "enum": list(WRITE_LEVELS)},
     },
     "limit": {
         "name": "limit",
@@ -280,7 +283,7 @@ PARAMETERS: dict[str, Any] = {
         "name": "after",
         "in": "query",
         "description": "`type:id` cursor",
-        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,19}:[0-9]{1,20}$"},
+        "schema": {"type": "string", "pattern": ITEM},
     },
     "item": {
         "name": "item",
@@ -293,7 +296,7 @@ PARAMETERS: dict[str, Any] = {
             "type": "array",
             "minItems": 1,
             "maxItems": 32,
-            "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,19}:[0-9]{1,20}$"},
+            "items": {"type": "string", "pattern": ITEM},
         },
     },
     "key_id": {
@@ -563,7 +566,7 @@ PATHS: dict[str, Any] = {
 
 
 def _with_causal_tokens(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every route that honours ``Likes-Causal-Token`` (``node.causal``) documents it: the request
+    """Every route that honours ``Likes-Causal-Token`` (``node.http.causal``) documents it: the request
     header, the token a write answers with, 400 for a bad token and 503 when its writes never came."""
     header = {
         "schema": {"type": "string"},

@@ -28,7 +28,7 @@ from crdt import ORSet, PNCounter
 from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, actor_index, actor_name
 from gossip.errors import PayloadError
 from node.errors import InvalidValue, ItemCodecError, NotDurable
-from node.item import (
+from node.state.item import (
     LIKE_PREFIX,
     MAX_UNLIKED_HINTS,
     Item,
@@ -240,7 +240,7 @@ class LikeStore:
         one at a time: whether each op changed anything, and the count after it.
 
         With ``dots_from``, each op from that index on also reports ``like_dots`` (after a like,
-        before an unlike): what a causal token names (``node.causal.apply_batch``).
+        before an unlike): what a causal token names (``node.http.causal.apply_batch``).
         """
         self._check_writable()
         start = len(keys) if dots_from is None else max(0, min(dots_from, len(keys)))
@@ -446,7 +446,7 @@ class LikeStore:
 
     def like_dots(self, key: ItemKey, user: int) -> tuple[tuple[str, int], ...]:
         """The ``(writer, counter)`` dots that make ``user`` like the item here once the writes staged
-        are applied (empty if not liked): what a causal token names (``node.causal``)."""
+        are applied (empty if not liked): what a causal token names (``node.http.causal``)."""
         return self._named(self._dots_of(key.to_bytes(), user))
 
     def observed(self, raw: bytes, user: int, writer: str, counter: int, *, removed: bool) -> bool:

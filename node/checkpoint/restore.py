@@ -14,9 +14,9 @@ from typing import TextIO
 
 from node.checkpoint import MysqlSink
 from node.config import ClusterConfig
-from node.datadir import NodeDataDir
+from node.durable.datadir import NodeDataDir
+from node.durable.wal import Pair, WriteAheadLog
 from node.errors import ConfigError
-from node.wal import Pair, WriteAheadLog
 
 #: Item states per log record while restoring.
 RESTORE_CHUNK = 1_000

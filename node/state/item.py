@@ -38,8 +38,13 @@ from crdt import CodecError, ORSet, PNCounter, decode, encode
 from crdt.dots import MAX_COUNTER, actor_index, make_dot, valid_actor_name
 from node.errors import ItemCodecError
 
-#: ``content_type`` and counter names: a lowercase letter, then up to 19 of ``[a-z0-9_]``.
-NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")
+#: ``content_type`` and counter names: a lowercase letter, then up to 19 of ``[a-z0-9_]``. Every other
+#: check of a name (the like lane, the OpenAPI document, cursors) is built from this one pattern.
+NAME_PATTERN = "[a-z][a-z0-9_]{0,19}"
+NAME = re.compile(NAME_PATTERN)
+#: An item as one string, ``type:id`` (cursors, the live stream's query): the id as plain decimal,
+#: loose in length so a too-large id gets its own error rather than "malformed".
+ITEM_REF = re.compile(rf"({NAME_PATTERN}):([0-9]{{1,32}})")
 MAX_ID = (1 << 64) - 1
 VERSION = 1
 #: First byte of the one-like payload (``encode_like``).

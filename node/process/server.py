@@ -21,19 +21,19 @@ from aiohttp import web
 
 from gossip import GossipConfig, Gossiper, Peer
 from gossip.member import MemberState
-from node.api import CHECKPOINTER, NodeDescription, create_app
 from node.checkpoint import CheckpointSink, MysqlSink, RedisSink, SqliteSink
 from node.checkpoint.checkpointer import Checkpointer
 from node.config import ClusterConfig, NodeSpec, load_config
-from node.datadir import NodeDataDir, NodeIdentity
-from node.durability import Durability
+from node.durable.datadir import NodeDataDir, NodeIdentity
+from node.durable.durability import Durability
+from node.durable.wal import Recovery, WriteAheadLog
 from node.errors import ConfigError, StartupError
-from node.heap import one_arena, trim_periodically
-from node.keyring_api import add_keyring_routes
-from node.lane import LaneSite
-from node.logs import configure_logging
-from node.store import LikeStore
-from node.wal import Recovery, WriteAheadLog
+from node.http.api import CHECKPOINTER, NodeDescription, create_app
+from node.http.keyring_api import add_keyring_routes
+from node.http.lane import LaneSite
+from node.process.heap import one_arena, trim_periodically
+from node.process.logs import configure_logging
+from node.state.store import LikeStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 #: The pid whose death should end this node (``likes up`` passes its own), or None.
 PARENT_PID = web.AppKey("parent_pid", int)
 #: Tests only: set to "1" to record the last fsynced log offset after every fsync, so a test can
-#: simulate power loss by cutting the log there (see ``node.wal``).
+#: simulate power loss by cutting the log there (see ``node.durable.wal``).
 DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 #: How often a child of ``likes up`` checks that its parent is still there, in seconds.
 PARENT_CHECK_INTERVAL = 1.0
@@ -104,7 +104,7 @@ def open_store(config: ClusterConfig, identity: NodeIdentity, recovery: Recovery
 
 def resumes_writer(recovery: Recovery, wal: WriteAheadLog) -> bool:
     """Whether this start may write under the last run's writer id: only when the log was replayed
-    whole, holds something, and was fsynced (see ``node.datadir``)."""
+    whole, holds something, and was fsynced (see ``node.durable.datadir``)."""
     holds = bool(recovery.snapshot) or recovery.records > 0
     return recovery.clean and holds and wal.fsync == "always"
 
@@ -201,7 +201,7 @@ async def _gossip(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _trim_heap(app: web.Application) -> AsyncIterator[None]:
-    """Freed memory goes back to the OS every few seconds (``node.heap``)."""
+    """Freed memory goes back to the OS every few seconds (``node.process.heap``)."""
     task = asyncio.create_task(trim_periodically(), name="heap trim")
     yield
     task.cancel()
@@ -235,13 +235,13 @@ def run_node(
     discard_damaged_snapshot: bool = False,
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
-    ``log_format`` (``node.logs``); ``discard_damaged_snapshot`` is the operator's leave to start
+    ``log_format`` (``node.process.logs``); ``discard_damaged_snapshot`` is the operator's leave to start
     without a damaged snapshot (``WriteAheadLog.open``)."""
     config = load_config(config_path)
     spec = config.node(name)
     keys = config.security.resolve_keys()
     configure_logging(name, log_format)
-    one_arena()  # before the log's and the checkpoint's threads (node.heap)
+    one_arena()  # before the log's and the checkpoint's threads (node.process.heap)
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         wal = WriteAheadLog(
             data_dir.path / "wal",
@@ -274,7 +274,7 @@ def run_node(
 
 def serve(app: web.Application, host: str, port: int, *, started: Callable[[], None]) -> None:
     """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, as ``web.run_app`` does, except that
-    connections start in the like lane (``node.lane``); ``started`` is called once every socket is
+    connections start in the like lane (``node.http.lane``); ``started`` is called once every socket is
     bound. Then: stop accepting, finish the answers in progress, run the app's clean-up."""
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)

@@ -327,7 +327,7 @@ def _seconds(milliseconds: int | None) -> float | None:
 
 def _page() -> str:
     """The page with its stylesheet and script inlined: one request, no build step, nothing remote."""
-    web_dir = resources.files("node") / "web"
+    web_dir = resources.files("node.http") / "web"
     html = (web_dir / "dashboard.html").read_text(encoding="utf-8")
     css = (web_dir / "dashboard.css").read_text(encoding="utf-8")
     script = (web_dir / "dashboard.js").read_text(encoding="utf-8")

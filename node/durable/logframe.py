@@ -1,4 +1,5 @@
-"""How the write-ahead log's records and files are laid out on disk (``node.wal`` decides what goes in).
+"""How the write-ahead log's records and files are laid out on disk (``node.durable.wal`` decides what
+goes in).
 
 A record is a 16-byte header, then its payload (a msgpack array of ``[key, value]`` byte pairs):
 

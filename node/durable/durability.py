@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from functools import partial
 
 from gossip.errors import TooFewPeers
+from node.durable.wal import Pair, WriteAheadLog
 from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
-from node.item import ItemKey
-from node.store import LikeStore, Write
-from node.wal import Pair, WriteAheadLog
+from node.state.item import ItemKey
+from node.state.store import LikeStore, Write
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Durability:
             await self._replicate_level(level, touched, pairs)
 
     def commit_local(self) -> asyncio.Future[None] | None:
-        """``commit`` at level 1 without a coroutine, for the like lane (``node.lane``): the future of
+        """``commit`` at level 1 without a coroutine, for the like lane (``node.http.lane``): the future of
         the log record of the writes just staged (None when they changed nothing); it fails with
         ``DataDirError`` (see ``not_durable``) if the record could not be made durable."""
         return self._log(self.store.drain_journal())

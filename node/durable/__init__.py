@@ -1,0 +1,1 @@
+"""What makes a write durable: the write-ahead log, its on-disk format, write levels, identity."""

@@ -1,0 +1,1 @@
+"""The HTTP face of a node: routes, the like lane, input grammar, limits, causal tokens, pages."""
