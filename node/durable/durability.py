@@ -33,7 +33,8 @@ from gossip.errors import TooFewPeers
 from node.durable.wal import Pair, WriteAheadLog
 from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
 from node.state.item import ItemKey
-from node.state.store import LikeStore, Write
+from node.state.staging import Write
+from node.state.store import LikeStore
 
 log = logging.getLogger(__name__)
 

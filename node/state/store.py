@@ -1,25 +1,22 @@
-"""The node's in-memory state: every item, the deltas awaiting gossip, and who likes what.
+"""The node's in-memory state: every item, its joins, and the news of what changed.
 
 ``LikeStore`` is what the API writes to and what gossip replicates (it implements gossip's
-``Replica``). Local writes and merges from peers both keep the per-user reverse index ("my likes")
-exact, so a user's list never disagrees with the items' liker sets.
+``Replica``). It keeps the items and joins local writes and peers' deltas into them; every change
+is published (``node.state.changes``) to the modules that follow the items: the checkpoint's dirty
+set (``dirty``), anti-entropy's changed set and digests (``digests``) and the per-user index
+(``user_index``); this node's own deltas go to the gossip outbox (``outbox``), and each local write's
+journal entry to the log (``drain_journal``).
 
 Finding what a merge changed without copying a big liker set: the ORSet join reports the elements
 it took out and brought in (``ORSet.merge(other, removed, added)``), so neither a delta nor a full
-state (anti-entropy) is compared with the set before and after. A delta
-still names the users it unliked (``Item.unliked``) on the wire, for older readers.
-
-A hot item (``HOT_ITEM_LIKES`` likers) keeps its likers out of the reverse index: a million users'
-likes of one post cost the index about 42 bytes each, while asking the post's liker set is as quick
-and the hot items are few (at most ``likes / (HOT_ITEM_LIKES / 2)``).
+state (anti-entropy) is compared with the set before and after. A delta still names the users it
+unliked (``Item.unliked``) on the wire, for older readers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,9 +25,11 @@ from crdt import ORSet, PNCounter
 from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, actor_index, actor_name
 from gossip.errors import PayloadError
 from node.errors import InvalidValue, ItemCodecError, NotDurable
+from node.state.changes import ChangeListener
+from node.state.digests import ItemDigests
+from node.state.dirty import DirtyItems
 from node.state.item import (
     LIKE_PREFIX,
-    MAX_UNLIKED_HINTS,
     Item,
     ItemKey,
     decode_item,
@@ -39,45 +38,17 @@ from node.state.item import (
     encode_item_aside,
     encode_like,
 )
+from node.state.outbox import GossipOutbox
+from node.state.staging import COUNTER, LIKE, UNLIKE, Staged, Write
+from node.state.user_index import HOT_ITEM_LIKES, UserIndex
 
 log = logging.getLogger(__name__)
 
-#: Digest width: 128 bits make an accidental collision between two item states negligible.
-DIGEST_BYTES = 16
 #: Bytes a liker adds to an encoded state (a million-liker state: 14.9 MB), for ``weight``.
-STATE_BYTES_PER_LIKER = 15
+STATE_BYTES_PERLIKER = 15
 #: Default cap on a payload accepted from a peer (crdt's own cap on an encoded value).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
-#: An item with this many likers is "hot": its likers leave the per-user reverse index (they cost it
-#: about 42 bytes each), and a user's list asks each hot item's liker set instead. It returns to the
-#: index below half of this, so an item near the line does not move in and out on every like.
-HOT_ITEM_LIKES = 4096
-
 _Ordered = TypeVar("_Ordered", int, ItemKey)
-
-#: A staged write: ``(kind, item key, user, a like's dot, the delta of an unlike or a counter write
-#: and its encoding, the counter's name, sequence number)``; fields a kind has no use for are empty.
-Write = tuple[int, bytes, int, int, Item | None, bytes, str, int]
-_LIKE, _UNLIKE, _COUNTER = 0, 1, 2
-
-
-class _Staged:
-    """An item's local writes in flight: staged, not yet applied."""
-
-    __slots__ = ("counters", "last", "net", "ops", "users")
-
-    def __init__(self, last: int) -> None:
-        #: The last dot minted here for this node's writer.
-        self.last = last
-        #: user -> (sequence number of the user's last staged write, the dots it leaves the user).
-        self.users: dict[int, tuple[int, tuple[int, ...]]] = {}
-        #: Likes minus unlikes staged: the count once they apply is the state's plus this.
-        self.net = 0
-        #: Each counter written, as it will be once the staged writes apply (made on first use).
-        self.counters: dict[str, PNCounter] | None = None
-        #: Staged writes not yet applied or discarded.
-        self.ops = 0
-
 
 @dataclass(slots=True)
 class LikeResult:
@@ -101,51 +72,21 @@ class LikeStore:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         hot_item_likes: int = HOT_ITEM_LIKES,
     ) -> None:
-        if hot_item_likes < 2:
-            raise ValueError("hot_item_likes must be at least 2")
         self._writer = writer
         self._actor = actor_index(writer)
         self._max_counters = max_counters_per_item
         self._max_payload = max_payload_bytes
         self._items: dict[bytes, Item] = {}
-        #: Local likes not yet handed to gossip, as (user, dot) per item: made into one delta per
-        #: item only when gossip takes them, far cheaper than a delta object per like.
-        self._pending_likes: dict[bytes, list[tuple[int, int]]] = {}
-        #: Other local deltas (unlikes, counters) not yet handed to gossip, joined per item.
-        self._pending: dict[bytes, Item] = {}
-        #: The encoding of a pending delta that is one write's alone (made for the log, reused).
-        self._pending_bytes: dict[bytes, bytes] = {}
-        #: Pending deltas that unliked more than ``MAX_UNLIKED_HINTS`` users and so name none.
-        self._unnamed: set[bytes] = set()
-        self._changed: set[bytes] = set()
-        #: Items changed since the checkpointer last looked, each with the users whose like changed.
-        self._dirty: dict[bytes, set[int]] = {}
+        #: Those who follow the items' changes, each told of every change.
+        self.outbox = GossipOutbox()
+        self.dirty = DirtyItems()
+        self.digests = ItemDigests(self._items)
+        self.index = UserIndex(self._items, hot_item_likes)
+        self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests)
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
-        self._drained_once = False
-        #: user -> the key of the one item the user likes here, or a set of keys when several, over
-        #: the items that are not hot (``_hot``). Most users like one item of a node's share, and a
-        #: set costs 216 bytes where a key shared with ``_keys`` costs a pointer.
-        self._liked_by: dict[int, bytes | set[bytes]] = {}
-        #: How many (user, item) likes ``_liked_by`` holds.
-        self._likes = 0
-        #: The items with at least ``_hot_likes`` likers when they last crossed that line (and not yet
-        #: back under ``_cold_likes``): their likers are not in ``_liked_by``, since asking the liker
-        #: set itself is as quick, and there are at most ``likes / _cold_likes`` of them to ask.
-        self._hot: set[bytes] = set()
-        self._hot_likes = hot_item_likes
-        self._cold_likes = hot_item_likes // 2
-        #: raw key -> itself: every index entry of an item shares this one bytes object.
-        self._keys: dict[bytes, bytes] = {}
-        #: Digests computed since the item last changed; every other item is in ``_unfolded``.
-        self._digests: dict[bytes, bytes] = {}
-        self._unfolded: set[bytes] = set()
-        #: XOR of ``_fold(key, digest)`` over the items in ``_digests``: see ``fingerprint``.
-        self._fingerprint = 0
-        #: When the oldest change in ``_dirty`` was applied (see ``dirty_since``).
-        self._dirty_since: float | None = None
         #: Local writes staged and not yet applied, per item (see "local writes" below), and in order.
-        self._staged: dict[bytes, _Staged] = {}
+        self._staged: dict[bytes, Staged] = {}
         self._writes: list[Write] = []
         self._seq = 0
         self._stage_writes = False
@@ -163,7 +104,7 @@ class LikeStore:
     def likes(self) -> int:
         """Likes held, over every item (the sum of their counts): kept with the reverse index, so
         ``likes status`` can compare nodes by it without a scan (the hot items are few)."""
-        return self._likes + sum(len(self._items[raw].likers) for raw in self._hot)
+        return self.index.likes
 
     def item(self, raw: bytes) -> Item:
         """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
@@ -296,7 +237,7 @@ class LikeStore:
         self._journal.append((raw, encoded))
         self._seq += 1
         staged.ops += 1
-        self._writes.append((_COUNTER, raw, 0, 0, write, encoded, name, self._seq))
+        self._writes.append((COUNTER, raw, 0, 0, write, encoded, name, self._seq))
         value = shadow.value()
         self._apply_now()
         return value
@@ -327,7 +268,7 @@ class LikeStore:
             staged.users[user] = (self._seq, (dot,))
             staged.net += 1
             self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
-            self._writes.append((_LIKE, raw, user, dot, None, b"", "", self._seq))
+            self._writes.append((LIKE, raw, user, dot, None, b"", "", self._seq))
             return True, count + 1, dot
         held = mine[1] if mine is not None else likers.held_dots(user)  # type: ignore[union-attr]
         write = Item(likers=ORSet.of_removal(held), unliked={user})
@@ -335,13 +276,13 @@ class LikeStore:
         staged.users[user] = (self._seq, ())
         staged.net -= 1
         self._journal.append((raw, encoded))
-        self._writes.append((_UNLIKE, raw, user, 0, write, encoded, "", self._seq))
+        self._writes.append((UNLIKE, raw, user, 0, write, encoded, "", self._seq))
         return True, count - 1, 0
 
-    def _new_staged(self, raw: bytes, item: Item | None) -> _Staged:
+    def _new_staged(self, raw: bytes, item: Item | None) -> Staged:
         """The staging of an item with no write in flight: its next dot follows what the item holds."""
         last = self._actor if item is None else item.likers.next_dot(self._writer) - COUNTER_STEP
-        staged = self._staged[raw] = _Staged(last)
+        staged = self._staged[raw] = Staged(last)
         return staged
 
     def _apply_now(self) -> None:
@@ -365,36 +306,39 @@ class LikeStore:
             item = items.get(raw)
             if item is None:
                 item = self._new_item(raw)
-            if kind == _LIKE:
+            if kind == LIKE:
                 item.likers.insert(user, dot)
                 mine = added.get(raw)
                 if mine is None:
                     added[raw] = [(user, dot)]
                 else:
                     mine.append((user, dot))
+            elif kind == UNLIKE:
+                assert delta is not None
+                mine = added.pop(raw, None)
+                if mine is not None:  # likes applied just before: publish them before the unlike
+                    self._settle_likes(raw, mine)
+                added_users, removed_users = self._merge_likers(item.likers, delta)
+                self.outbox.add_delta(raw, delta, encoded)
+                self._changed(raw, added_users, removed_users)
             else:
                 assert delta is not None
-                if kind == _UNLIKE:
-                    mine = added.pop(raw, None)
-                    if mine is not None:  # likes applied just before: index them before the unlike
-                        self._settle_likes(raw, mine)
-                    self._merge_likers(raw, item.likers, delta)
+                counter = item.counters.get(name)
+                if counter is None:
+                    item.counters[name] = delta.counters[name].copy()
                 else:
-                    counter = item.counters.get(name)
-                    if counter is None:
-                        item.counters[name] = delta.counters[name].copy()
-                    else:
-                        counter.merge(delta.counters[name])
-                self._queue_delta(raw, delta, encoded)
+                    counter.merge(delta.counters[name])
+                self.outbox.add_delta(raw, delta, encoded)
+                self._changed(raw, (), ())
             staged = staged_items.get(raw)
             if staged is None:  # dropped by ``discard_staged``: nothing to settle
                 continue
             staged.ops -= 1
-            if kind != _COUNTER:
+            if kind != COUNTER:
                 mine_staged = staged.users.get(user)
                 if mine_staged is not None and mine_staged[0] == seq:
                     del staged.users[user]
-                staged.net += -1 if kind == _LIKE else 1
+                staged.net += -1 if kind == LIKE else 1
             if not staged.ops:
                 del staged_items[raw]
         for raw, likes in added.items():
@@ -414,14 +358,9 @@ class LikeStore:
         return len(self._staged)
 
     def _settle_likes(self, raw: bytes, added: list[tuple[int, int]]) -> None:
-        """The bookkeeping of applied likes, for all of ``added`` (user, dot) at once."""
-        raw = self._index(raw, [user for user, _ in added])
-        pending = self._pending_likes.get(raw)
-        if pending is None:
-            self._pending_likes[raw] = added
-        else:
-            pending.extend(added)
-        self._touch(raw)
+        """Publish applied likes, all of ``added`` (user, dot) at once, and hand them to gossip."""
+        self.outbox.add_likes(raw, added)
+        self._changed(raw, [user for user, _ in added], ())
 
     def _dots_of(self, raw: bytes, user: int) -> tuple[int, ...]:
         """The dots that make ``user`` like the item once every staged write is applied (packed)."""
@@ -479,20 +418,12 @@ class LikeStore:
 
     def liked_items(self, user: int, *, after: ItemKey | None, limit: int) -> tuple[list[ItemKey], bool]:
         """Up to ``limit`` items ``user`` likes above ``after``, in (type, id) order; and if more follow."""
-        raws = list(_keys_of(self._liked_by.get(user)))
-        raws.extend(raw for raw in self._hot if user in self._items[raw].likers)
-        keys = (ItemKey.from_bytes(raw) for raw in raws)
+        keys = (ItemKey.from_bytes(raw) for raw in self.index.liked_by(user))
         return _page(keys if after is None else (k for k in keys if k > after), limit)
 
     def fingerprint(self) -> str:
-        """A digest of the whole store, independent of insertion order: equal stores, equal prints.
-
-        Maintained incrementally (each item's digest is folded in once and folded out when the
-        item changes), so asking costs only the items changed since the last time.
-        """
-        for raw in list(self._unfolded):
-            self.digest(raw)
-        return self._fingerprint.to_bytes(DIGEST_BYTES, "big").hex()
+        """A digest of the whole store, independent of insertion order: equal stores, equal prints."""
+        return self.digests.fingerprint()
 
     def drain_journal(self) -> list[tuple[bytes, bytes]]:
         """The (key, delta payload) of every local write since the last call, for the log.
@@ -506,15 +437,13 @@ class LikeStore:
     def drain_dirty(self) -> dict[bytes, set[int]]:
         """The items changed since the last call (writes and merges alike), each with the users whose
         like changed in it (empty when only counters did): what the checkpointer must write."""
-        dirty, self._dirty = self._dirty, {}
-        self._dirty_since = None
-        return dirty
+        return self.dirty.drain()
 
     @property
     def dirty_since(self) -> float | None:
         """When (``time.monotonic()``) the oldest change not yet taken by ``drain_dirty`` was
         applied; None when there is none."""
-        return self._dirty_since if self._dirty else None
+        return self.dirty.since
 
     def restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
         """Join states and deltas read back from disk; how many were unreadable (and skipped).
@@ -541,53 +470,19 @@ class LikeStore:
 
     def drain_deltas(self) -> list[tuple[bytes, bytes]]:
         """The local deltas since the last call, one joined delta per item."""
-        likes, self._pending_likes = self._pending_likes, {}
-        pending, self._pending = self._pending, {}
-        encoded, self._pending_bytes = self._pending_bytes, {}
-        self._unnamed.clear()
-        deltas = []
-        for raw, added in likes.items():
-            other = pending.pop(raw, None)
-            if other is None and len(added) == 1:  # most items of a busy interval: one like each
-                user, dot = added[0]
-                deltas.append((raw, encode_like(actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS, user)))
-                continue
-            delta = Item(likers=ORSet.of_dots(added))
-            if other is not None:
-                delta.merge(other)
-            deltas.append((raw, encode_item(delta)))
-        deltas.extend((raw, encoded.get(raw) or encode_item(delta)) for raw, delta in pending.items())
-        return deltas
+        return self.outbox.drain()
 
     def discard_deltas(self) -> int:
         """Forget the local deltas since the last call unencoded (a node alone); how many items."""
-        dropped = len(self._pending_likes.keys() | self._pending.keys())
-        self._pending_likes, self._pending, self._pending_bytes = {}, {}, {}
-        self._unnamed.clear()
-        return dropped
+        return self.outbox.discard()
 
     def drain_changed(self) -> Iterable[bytes]:
         """The keys changed since the last call; the first call returns every key."""
-        if not self._drained_once:
-            self._drained_once = True
-            self._changed = set()
-            return list(self._items)
-        changed, self._changed = self._changed, set()
-        return changed
+        return self.digests.drain_changed()
 
     def digest(self, key: bytes) -> bytes:
         """blake2b of the item's canonical encoding, cached until the item changes."""
-        cached = self._digests.get(key)
-        if cached is not None:
-            return cached
-        item = self._items.get(key)
-        if item is None:
-            return b""
-        digest = hashlib.blake2b(encode_item(item), digest_size=DIGEST_BYTES).digest()
-        self._digests[key] = digest
-        self._unfolded.discard(key)
-        self._fingerprint ^= _fold(key, digest)
-        return digest
+        return self.digests.digest(key)
 
     def state(self, key: bytes) -> bytes | None:
         """The item's full payload, or None if this node has never heard of it."""
@@ -597,7 +492,7 @@ class LikeStore:
     def weight(self, key: bytes) -> int:
         """About the bytes of the item's state, without encoding it: 15 B a liker, as encoded."""
         item = self._items.get(key)
-        return 0 if item is None else STATE_BYTES_PER_LIKER * len(item.likers) + 64 * len(item.counters)
+        return 0 if item is None else STATE_BYTES_PERLIKER * len(item.likers) + 64 * len(item.counters)
 
     async def state_aside(self, key: bytes) -> bytes | None:
         """``state``, a big item's encoded off the event loop (``encode_item_aside``)."""
@@ -617,139 +512,36 @@ class LikeStore:
     # -- bookkeeping -------------------------------------------------------------------------------
 
     def _join(self, raw: bytes, incoming: Item) -> None:
-        """Join a valid delta or state into the item, keeping the reverse index exact."""
+        """Join a valid delta or state into the item and publish the change."""
         item = self._items.get(raw)
         if item is None:
             item = self._new_item(raw)
-        self._merge_likers(raw, item.likers, incoming)
+        added, removed = self._merge_likers(item.likers, incoming)
         for name, counter in incoming.counters.items():
             mine = item.counters.get(name)
             if mine is None:
                 item.counters[name] = counter
             else:
                 mine.merge(counter)
-        self._touch(raw)
+        self._changed(raw, added, removed)
 
     def _new_item(self, raw: bytes) -> Item:
         item = self._items[raw] = Item()
-        self._unfolded.add(raw)
         return item
 
-    def _queue_delta(self, raw: bytes, delta: Item, encoded: bytes) -> None:
-        """Queue an applied local delta (``encoded``: its bytes) for gossip and note the change."""
-        pending = self._pending.get(raw)
-        if pending is None:
-            pending = self._pending[raw] = delta
-            self._pending_bytes[raw] = encoded
-        else:
-            pending.merge(delta)
-            self._pending_bytes.pop(raw, None)
-        if raw in self._unnamed or len(pending.unliked) > MAX_UNLIKED_HINTS:
-            self._unnamed.add(raw)  # a partial list would be wrong: name nobody
-            pending.unliked.clear()
-        self._touch(raw)
-
-    def _touch(self, raw: bytes) -> None:
-        """The item changed: forget its digest and fold it out of the fingerprint."""
-        self._changed.add(raw)
-        if raw not in self._dirty:
-            if not self._dirty:
-                self._dirty_since = time.monotonic()
-            self._dirty[raw] = set()
-        digest = self._digests.pop(raw, None)
-        if digest is not None:
-            self._fingerprint ^= _fold(raw, digest)
-            self._unfolded.add(raw)
-
-    def _merge_likers(self, raw: bytes, likers: ORSet, incoming: Item) -> None:
-        """Join ``incoming``'s likers into ``likers`` and bring the reverse index along: the join
-        reports the users it took out and those it brought in."""
+    @staticmethod
+    def _merge_likers(likers: ORSet, incoming: Item) -> tuple[list[int], list[int]]:
+        """Join ``incoming``'s likers into ``likers``; the users it brought in and took out, as the
+        join reports them."""
         removed: list[int] = []
         added: list[int] = []
         likers.merge(incoming.likers, removed, added)
-        for user in removed:  # losses first: ``_index`` may find the item hot and take it out whole
-            self._unindex(user, raw)
-        self._index(raw, added)
+        return added, removed
 
-    def _index(self, raw: bytes, users: Iterable[int]) -> bytes:
-        """``users`` now like the item (every change of a like goes through here or ``_unindex``,
-        after the liker set changed). Returns the item's one shared key object."""
-        raw = self._keys.setdefault(raw, raw)
-        if not self._dirty:
-            self._dirty_since = time.monotonic()
-        dirty = self._dirty.setdefault(raw, set())
-        if raw in self._hot:
-            dirty.update(users)
-            return raw
-        self._add_to_index(raw, users, dirty)
-        if len(self._items[raw].likers) >= self._hot_likes:
-            self._heat(raw)
-        return raw
-
-    def _heat(self, raw: bytes) -> None:
-        """The item became hot: take its likers out of the reverse index."""
-        self._hot.add(raw)
-        for user in self._items[raw].likers:
-            self._drop_entry(user, raw)
-
-    def _cool(self, raw: bytes) -> None:
-        """The hot item fell under ``_cold_likes``: put its likers back into the reverse index."""
-        self._hot.discard(raw)
-        self._add_to_index(raw, self._items[raw].likers, None)
-
-    def _add_to_index(self, raw: bytes, users: Iterable[int], dirty: set[int] | None) -> None:
-        """Index ``users`` as liking ``raw`` (a shared key); note them in ``dirty`` unless None."""
-        liked_by = self._liked_by
-        users_before = len(liked_by)
-        for user in users:
-            keys = liked_by.setdefault(user, raw)
-            if keys is not raw:
-                if isinstance(keys, set):
-                    if raw not in keys:
-                        keys.add(raw)
-                        self._likes += 1
-                elif keys != raw:
-                    liked_by[user] = {keys, raw}
-                    self._likes += 1
-            if dirty is not None:
-                dirty.add(user)
-        self._likes += len(liked_by) - users_before  # users who liked nothing here before
-
-    def _unindex(self, user: int, raw: bytes) -> None:
-        """``user`` no longer likes the item (called after the liker set changed)."""
-        if not self._dirty:
-            self._dirty_since = time.monotonic()
-        self._dirty.setdefault(raw, set()).add(user)
-        if raw in self._hot:
-            if len(self._items[raw].likers) < self._cold_likes:
-                self._cool(self._keys[raw])
-        else:
-            self._drop_entry(user, raw)
-
-    def _drop_entry(self, user: int, raw: bytes) -> None:
-        """Take ``raw`` out of ``user``'s reverse-index entry, if there."""
-        keys = self._liked_by.get(user)
-        if isinstance(keys, set):
-            if raw in keys:
-                keys.remove(raw)
-                self._likes -= 1
-            if len(keys) == 1:
-                (self._liked_by[user],) = keys
-        elif keys == raw:
-            del self._liked_by[user]
-            self._likes -= 1
-
-
-def _keys_of(entry: bytes | set[bytes] | None) -> Iterable[bytes]:
-    """The keys of a reverse-index entry, whichever its form."""
-    if entry is None:
-        return ()
-    return entry if isinstance(entry, set) else (entry,)
-
-
-def _fold(key: bytes, digest: bytes) -> int:
-    """An item's contribution to the store fingerprint (keyed, so equal items under two keys differ)."""
-    return int.from_bytes(hashlib.blake2b(key + digest, digest_size=DIGEST_BYTES).digest(), "big")
+    def _changed(self, raw: bytes, added: Sequence[int], removed: Sequence[int]) -> None:
+        """Publish a change of the item to every listener."""
+        for listener in self._listeners:
+            listener.changed(raw, added, removed)
 
 
 def _page(candidates: Iterable[_Ordered], limit: int) -> tuple[list[_Ordered], bool]:

@@ -267,7 +267,7 @@ def test_a_delta_that_names_too_few_unliked_users_is_caught_and_reindexed() -> N
 def test_past_the_cap_a_delta_names_no_unliked_users_and_still_indexes_right(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("node.state.store.MAX_UNLIKED_HINTS", 2)
+    monkeypatch.setattr("node.state.outbox.MAX_UNLIKED_HINTS", 2)
     a, b = LikeStore("n1-a.1"), LikeStore("n2-b.1")
     for user in range(6):
         a.like(POST, user)

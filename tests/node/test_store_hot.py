@@ -19,17 +19,17 @@ def test_an_item_that_turns_hot_leaves_the_index_and_comes_back_when_it_cools() 
     store.like(PHOTO, 3)
     for user in range(8):
         store.like(POST, user)
-    assert POST.to_bytes() in store._hot
-    assert store._liked_by == {3: PHOTO.to_bytes()}  # user 3 keeps only the cold item
+    assert POST.to_bytes() in store.index._hot
+    assert store.index._liked_by == {3: PHOTO.to_bytes()}  # user 3 keeps only the cold item
     assert store.liked_items(3, after=None, limit=5)[0] == [PHOTO, POST]
     assert store.liked_items(5, after=None, limit=5)[0] == [POST]
     assert store.liked_items(9, after=None, limit=5)[0] == []
     assert store.likes == 9
     for user in range(4):  # 4 left: still hot (it cools under 4)
         store.unlike(POST, user)
-    assert POST.to_bytes() in store._hot and store.likes == 5
+    assert POST.to_bytes() in store.index._hot and store.likes == 5
     store.unlike(POST, 4)
-    assert POST.to_bytes() not in store._hot
+    assert POST.to_bytes() not in store.index._hot
     assert store.liked_items(6, after=None, limit=5)[0] == [POST]
     assert store.liked_items(3, after=None, limit=5)[0] == [PHOTO]
     assert store.likes == 4
@@ -40,12 +40,12 @@ def test_a_hot_item_filled_by_peers_and_batches_is_indexed_exactly() -> None:
     keys, users, liking = [POST.to_bytes()] * 40, list(range(40)), [True] * 40
     a.apply_likes(keys, users, liking)
     sync(a, b)
-    assert POST.to_bytes() in a._hot and POST.to_bytes() in b._hot and not b._liked_by
+    assert POST.to_bytes() in a.index._hot and POST.to_bytes() in b.index._hot and not b.index._liked_by
     for user in range(33):
         a.unlike(POST, user)
     sync(a, b)  # one delta removes 33 users: the item cools on the way, mid-merge
     for store in (a, b):
-        assert POST.to_bytes() not in store._hot
+        assert POST.to_bytes() not in store.index._hot
         assert index_of(store, range(41)) == truth_of(store, [POST], range(41))
         assert store.likes == 7
 
@@ -85,9 +85,9 @@ def test_the_reverse_index_agrees_with_the_liker_sets_across_hot_and_cold(
         for checked in stores.values():
             assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
             assert checked.likes == sum(checked.count(key) for key in keys)
-            for raw in checked._hot:  # a hot item's likers are never in the index
+            for raw in checked.index._hot:  # a hot item's likers are never in the index
                 assert not any(
-                    raw == v or (isinstance(v, set) and raw in v) for v in checked._liked_by.values()
+                    raw == v or (isinstance(v, set) and raw in v) for v in checked.index._liked_by.values()
                 )
 
 
