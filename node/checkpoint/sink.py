@@ -8,7 +8,7 @@ the same batch again, without knowing how much of it had landed.
 
 Every failure to reach or use a sink's server surfaces as ``SinkUnavailable`` within about the sink's
 ``timeout``, never as a hang, and a sink reconnects by itself on a later ``write`` once the server is
-back: a sink outage must never block likes (DESIGN.md, Checkpoints).
+back: a sink outage must never block likes (docs/architecture.md, Checkpoints).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP API of DESIGN.md, as a table of routes over one ``LikeStore``.
+"""The HTTP API (README, "HTTP API"), as a table of routes over one ``LikeStore``.
 
 Every handler validates the whole request (``node.http.inputs``) before touching the store, and the store
 calls are synchronous, so a rejected request changes nothing and an accepted one is applied without
