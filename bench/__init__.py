@@ -1,1 +1,2 @@
-"""The benchmark harness: measures the CRDT core and, later, real clusters against peer designs."""
+"""The benchmark harness (``python -m bench``), and what the tests share with it: the launcher of
+real clusters (``bench.launch``) and the Redis and MySQL helper (``bench.servers``)."""

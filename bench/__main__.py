@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cluster, compare, crdt, memory, scenarios
+from bench import cluster, compare, crdt, launch, memory, scenarios, servers
 
-#: The fault harness's nemeses (``bench.faults.NEMESES``; that module is imported only when run).
+#: The fault harness's nemeses (``bench.faults.NEMESES``; that package is imported only when run).
 NEMESES = ("partition", "kill", "pause", "proxy", "sinks", "disk")
 GOSSIP_HELP = "override a cluster.yaml gossip setting, e.g. delta_interval_ms=20 (repeatable)"
 
@@ -56,15 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--rate", type=float, default=compare.OPEN_RATE, help="open-loop likes/s, ours (3,333)")
     cmp.add_argument("--items", type=int, default=1000, help="items the likes are spread over (1,000)")
     cmp.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="load client (raw)")
-    cmp.add_argument("--redis-url", default=compare.DEFAULT_REDIS_URL, help="Redis of the usual design")
-    cmp.add_argument("--mysql-url", default=compare.DEFAULT_MYSQL_URL, help="MySQL server (no database)")
+    cmp.add_argument("--redis-url", default=servers.LOCAL_REDIS_URL, help="Redis of the usual design")
+    cmp.add_argument("--mysql-url", default=servers.LOCAL_MYSQL_URL, help="MySQL server (no database)")
 
     def scenario_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--nodes", type=int, default=3, help="nodes of the cluster started (3)")
         command.add_argument("--urls", nargs="+", metavar="URL", help="load a running cluster instead")
-        command.add_argument("--redis-url", default=compare.DEFAULT_REDIS_URL, help="Redis for the sinks")
+        command.add_argument("--redis-url", default=servers.LOCAL_REDIS_URL, help="Redis for the sinks")
         command.add_argument(
-            "--mysql-url", default=compare.DEFAULT_MYSQL_URL, help="MySQL server for the sinks"
+            "--mysql-url", default=servers.LOCAL_MYSQL_URL, help="MySQL server for the sinks"
         )
 
     one = add(
@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        overrides = cluster.parse_overrides(getattr(args, "gossip", []))
+        overrides = launch.parse_overrides(getattr(args, "gossip", []))
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "faults":
-        from bench import faults  # imports the test proxies: run from the repository root
+        from bench import faults
 
         found = faults.run(
             args.nemesis,
@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print(crdt.render(results))
         return 0 if args.quick or all(results["met"].values()) else 1
     if args.command == "memory":
-        found = memory.run(likes=args.likes, nodes=args.nodes, quick=args.quick, out=args.out)
-        print(memory.render(found))
-        return 0 if args.quick or found["met"] else 1
+        held = memory.run(likes=args.likes, nodes=args.nodes, quick=args.quick, out=args.out)
+        print(memory.render(held))
+        return 0 if args.quick or held["met"] else 1
     if args.command == "propagation":
         measured = cluster.propagation(
             nodes=args.nodes,

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import rss_bytes
 from bench.launch import LocalCluster, get_json
-from bench.scenarios import rss_bytes
 
 #: Issue 5's goal: node RSS growth per held like of a 1,000,000-like hot post.
 GOAL_BYTES_PER_LIKE = 150.0

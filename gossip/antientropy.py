@@ -25,19 +25,18 @@ member's deltas queue longer) is left alone. It keeps its last settled digest in
 TREE message carries a mask, the leaves of the keys its sender is leaving to deltas: both sides hash
 as if those leaves were empty, and each answer adds its own settling leaves. So a round descends only
 into real differences, not into every key whose delta is on its way or was merged a moment ago (a
-descent costs a few hundred bytes per level and key; under load, hundreds of keys are settling,
-and their descents were nine tenths of the bytes anti-entropy sent). A KEYS list marks a settling
+descent costs a few hundred bytes per level and key, and under load hundreds of keys are settling:
+their descents would be most of what anti-entropy sends). A KEYS list marks a settling
 key with an empty hash so the other side leaves it alone as well. A hot key (a viral post) never
 stops changing and would never be repaired, so for ``REPAIR_WINDOW_ROUNDS`` intervals of every
 period of ``REPAIR_PERIOD_ROUNDS`` intervals a key that has been settling for a whole period is
 repaired like any other: every difference is repaired within about two periods. Each Merkle leaf's
 window opens at its own offset in the period (on the wall clock, so members agree without talking):
-under a load that keeps a thousand items changing, opening every window at once made each member
-ship and merge every hot item's state in the same two seconds, a stall of about a second for every
-like in flight (``peak``: p99 1.0-1.8 s); staggered, a fifth of the hot keys are repaired at a time.
+opened all at once, every member would ship and merge every hot item's state in the same moment, a
+stall for every like in flight; staggered, only a share of the hot keys is repaired at a time.
 A hot key whose state is heavy (``HEAVY_STATE_BYTES``, by ``Replica.weight``) is not repaired in its
-windows: digesting, encoding and joining a viral post's megabytes every period stalled every member,
-while its deltas were bringing the same likes; it is repaired by state once it settles.
+windows: digesting, encoding and joining a viral post's megabytes every period would stall every
+member, while its deltas bring the same likes; it is repaired by state once it settles.
 A key merged from a peer's full state does not settle: no delta of it is in flight, and the join
 should go on to the members still lacking it.
 
@@ -68,10 +67,10 @@ from gossip.wire import BATCH_RESERVE, batches, bytes_cost
 Send = Callable[[Address, Message], None]
 #: Keys indexed per slice while catching up, between which other tasks get to run.
 CATCH_UP_SLICE = 5000
-#: A key changed within this many delta intervals (500 ms as shipped) is settling: its deltas may
-#: still be in flight. At 3 (150 ms), the items of a 10,000 likes/s load, each changing every 100-300
-#: ms, kept settling and unsettling, and every member re-digested them and shipped their states for
-#: nothing (digests alone took 47% of a node's CPU in ``peak``).
+#: A key changed within this many delta intervals (500 ms with the default interval) is settling: its
+#: deltas may still be in flight. Long enough that an item liked every few hundred milliseconds under
+#: load stays settling instead of flapping in and out, which would have every member re-digest it and
+#: ship its state for nothing.
 SETTLE_INTERVALS = 10
 #: A replica unchanged for this many delta intervals is quiet: its burst is over, and a sweep
 #: compares it with every peer (``take_quiet``).
@@ -81,8 +80,8 @@ QUIET_INTERVALS = 3
 MAX_SETTLE_STRETCH = 2
 #: Every this many anti-entropy intervals (at least ``MIN_REPAIR_PERIOD`` seconds), keys settling
 #: for a whole period are repaired during ... (A key that never stops changing differs mostly by
-#: deltas in flight, so each such repair ships its state for little; every 10 s, a thousand hot
-#: items' repairs took a tenth of the cluster's CPU under 10,000 likes/s.)
+#: deltas in flight, so each such repair ships its state for little: the period is long so that
+#: these repairs stay a small share of a busy cluster's CPU.)
 REPAIR_PERIOD_ROUNDS = 30
 MIN_REPAIR_PERIOD = 30.0
 #: ... this many intervals, so keys that never stop changing are repaired too.
@@ -92,16 +91,15 @@ MASK_LEAF_BYTES = 5
 #: The hash a KEYS entry carries for a key its sender is leaving to deltas.
 SETTLING = b""
 #: Seconds a state too large for a frame is not encoded again for shipping: encoding a viral post's
-#: state costs about a second of CPU, and states only grow while likes come in.
+#: state is costly, and states only grow while likes come in.
 OVERSIZED_BACKOFF = 300.0
 #: Keys remembered as oversized at most (past it, the expired ones are forgotten).
 MAX_OVERSIZED = 1024
-#: A key whose state weighs more than this (``Replica.weight``, bytes: about 70,000 likes) is left to
-#: deltas while it changes, repair windows included, and repaired by state once it settles; its
-#: state is not shipped while it changes either. Repairing a hot post by state in every window
-#: meant, every 30 s, its digest and its encoding on every member and the join of a state of
-#: hundreds of thousands of likes on the others: stalls of 0.4-1.8 s for every like in flight
-#: (``hot-post``: p99 227-321 ms).
+#: A key whose state weighs more than this (``Replica.weight``, in bytes) is left to deltas while it
+#: changes, repair windows included, and repaired by state once it settles; its state is not shipped
+#: while it changes either. Repairing a hot post by state in every window would mean, every period,
+#: digesting and encoding it on every member and joining its whole state on the others: a stall for
+#: every like in flight, for likes its deltas bring anyway.
 HEAVY_STATE_BYTES = 1 << 20
 
 

@@ -1,13 +1,14 @@
-"""Test-only fault injection in the gossip transport: partitions and detours, driven by a control file.
+"""Fault injection for tests: partitions and detours of gossip between processes, driven by a control file.
 
 A fault harness must cut gossip between chosen members (halves, one node isolated, a bridge) without
-root, and route a member's gossip through a proxy that mangles frames. Both are decided here, per
-frame, just before the TCP transport queues it.
+root, and route a member's gossip through a proxy that mangles frames. ``FaultPlan.route`` decides
+both, per frame, as the TCP transport's ``route`` (``gossip.tcp.Route``), just before it queues the
+frame.
 
-The layer exists only when the environment variable ``LIKES_TEST_FAULTS`` names a control file; no
-``cluster.yaml`` key can turn it on, and without the variable ``FaultPlan.from_environment`` returns
-None, so production sends never consult it. The file is JSON, rewritten atomically by the harness and
-re-read at most every ``RELOAD_INTERVAL`` seconds (one ``stat`` call)::
+Nothing in production builds a plan: no ``cluster.yaml`` key and no environment variable can turn it
+on. A test starts its nodes through ``bench.testnode --faults FILE``, which hands ``run_node`` the
+plan's ``route``. The file is JSON, rewritten atomically by the harness and re-read at most every
+``RELOAD_INTERVAL`` seconds (one ``stat`` call)::
 
     {"blocked": [["127.0.0.1:9001", "127.0.0.1:9002"], ...],   # unordered pairs that cannot talk
      "via": {"127.0.0.1:9002": "127.0.0.1:19002"}}              # frames for a member go to a proxy
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,8 +28,6 @@ from gossip.transport import Address
 
 log = logging.getLogger(__name__)
 
-#: The variable naming the control file; unset (always, in production) means no fault layer at all.
-ENV = "LIKES_TEST_FAULTS"
 #: How often the control file is checked for changes, in seconds.
 RELOAD_INTERVAL = 0.05
 
@@ -56,15 +54,6 @@ class FaultPlan:
         self._checked = float("-inf")
         self._seen: tuple[int, int, int] | None = None
 
-    @classmethod
-    def from_environment(cls) -> FaultPlan | None:
-        """The plan named by ``LIKES_TEST_FAULTS``, or None (production: the variable is never set)."""
-        path = os.environ.get(ENV)
-        if not path:
-            return None
-        log.warning("TEST FAULT INJECTION ENABLED: gossip obeys %s (%s is set)", path, ENV)
-        return cls(Path(path))
-
     def route(self, source: Address, destination: Address) -> Address | None:
         """Where a frame from ``source`` for ``destination`` goes: an address, or None when cut."""
         self._refresh()
@@ -77,6 +66,8 @@ class FaultPlan:
         now = time.monotonic()
         if now - self._checked < RELOAD_INTERVAL:
             return
+        if self._checked == float("-inf"):  # at the first frame: the node's logging is set up by then
+            log.warning("TEST FAULT INJECTION ENABLED: gossip obeys %s", self.path)
         self._checked = now
         try:
             stat = self.path.stat()

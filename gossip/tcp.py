@@ -9,6 +9,10 @@ Inbound connections are read frame by frame. A length prefix over ``max_frame_by
 before the body is read; a frame the handler rejects (``FrameError``: bad MAC, garbage) is counted;
 either closes that connection and nothing else. Idle and half-sent frames time out, and the number
 of inbound connections is capped, so no client can pin memory or file descriptors for long.
+
+An optional ``Route`` decides, frame by frame, where each goes: the seam through which a fault
+harness cuts and detours gossip between real processes (``gossip.faults``). The transport never
+builds one itself; a node gets one only from whoever starts it (``run_node``'s ``gossip_route``).
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gossip.errors import FrameError
-from gossip.faults import FaultPlan
 from gossip.transport import Address, FrameHandler
 from gossip.wire import LENGTH_PREFIX, payload_length
 
 log = logging.getLogger(__name__)
+
+#: Where a frame from ``source`` (this transport) for ``destination`` goes: that address, another one
+#: to detour through, or None to drop the frame (counted as ``frames_cut``).
+Route = Callable[[Address, Address], Address | None]
 
 
 class TcpTransport:
@@ -42,6 +49,7 @@ class TcpTransport:
         frame_timeout: float = 10.0,
         max_connections: int = 256,
         max_backoff: float = 1.0,
+        route: Route | None = None,
     ) -> None:
         self._address: Address = (host, port)
         self._max_frame_bytes = max_frame_bytes
@@ -56,8 +64,7 @@ class TcpTransport:
         self._server: asyncio.Server | None = None
         self._outbound: dict[Address, _Outbound] = {}
         self._inbound: set[asyncio.Task[None]] = set()
-        #: Tests only: partitions and detours (None unless LIKES_TEST_FAULTS is set; see gossip.faults).
-        self._faults = FaultPlan.from_environment()
+        self._route = route
 
     @property
     def address(self) -> Address:
@@ -105,8 +112,8 @@ class TcpTransport:
         if self._handler is None:
             self._counters["frames_dropped"] += 1
             return
-        if self._faults is not None:  # tests only: a partition cuts the frame, a detour reroutes it
-            routed = self._faults.route(self._address, address)
+        if self._route is not None:  # a fault harness's partition cuts the frame, a detour reroutes it
+            routed = self._route(self._address, address)
             if routed is None:
                 self._counters["frames_cut"] += 1
                 return

@@ -1,9 +1,12 @@
 """The one home of configuration: ``cluster.yaml`` parsed into frozen dataclasses.
 
-Every key, its unit and its default is documented beside its field below. Reading is strict: an
-unknown key, a missing field, a wrong type, a value out of range, a duplicate node name or a port
-used twice on one host raises ``ConfigError`` naming the key (``nodes[1].http_port``), because a
-typo that silently falls back to a default is the hardest misconfiguration to find in a cluster.
+Every key, its unit and its default is documented beside its field below, except the gossip
+section's: its timings and sizes are declared once, where gossip uses them (``gossip.config``'s
+``GossipSettings``, each field with its key here, unit, range and trade-off), and read from those
+declarations. Reading is strict: an unknown key, a missing field, a wrong type, a value out of
+range, a duplicate node name or a port used twice on one host raises ``ConfigError`` naming the key
+(``nodes[1].http_port``), because a typo that silently falls back to a default is the hardest
+misconfiguration to find in a cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gossip.config import GossipSettings, file_keys
 from gossip.security import Keyring, KeyringError
 from node.errors import ConfigError
 
@@ -72,38 +76,6 @@ class StorageSettings:
     #: Write a snapshot (and drop the log it covers) once the log holds this many bytes. Lower means
     #: faster restarts and more snapshot work; a snapshot rewrites every item.
     snapshot_bytes: int = _bounded(64 * 1024 * 1024, 1024, 2**40)
-
-
-@dataclass(frozen=True)
-class GossipSettings:
-    """Timings of dissemination and failure detection (milliseconds unless stated).
-
-    Each maps onto a ``gossip.GossipConfig`` field of the same name (in seconds there); its docstrings
-    explain the trade-offs at length.
-    """
-
-    #: How often batched local deltas are pushed to peers; replication lag is about one interval.
-    delta_interval_ms: int = _bounded(50, 1, 60_000)
-    #: Peers each delta batch goes to once the cluster outgrows ``full_fanout_peers``.
-    fanout: int = _bounded(2, 1, 64)
-    #: Up to this many live peers, every delta batch goes to all of them.
-    full_fanout_peers: int = _bounded(8, 0, 1_000)
-    #: How often a node compares Merkle digests with a random peer to repair what deltas missed.
-    anti_entropy_interval_ms: int = _bounded(1_000, 10, 3_600_000)
-    #: Differing Merkle leaves repaired per anti-entropy round: higher catches up in fewer rounds.
-    anti_entropy_max_leaves: int = _bounded(1_024, 1, 65_536)
-    #: How often a node probes a member (SWIM). Lower detects failures sooner.
-    probe_interval_ms: int = _bounded(500, 10, 60_000)
-    #: How long a direct probe may take before indirect probes; less than ``probe_interval_ms``.
-    probe_timeout_ms: int = _bounded(200, 1, 60_000)
-    #: How many members are asked to probe an unresponsive member on our behalf.
-    indirect_probes: int = _bounded(2, 0, 16)
-    #: How long a suspected member has to refute before it is declared dead.
-    suspicion_timeout_ms: int = _bounded(2_000, 1, 3_600_000)
-    #: How often a node exchanges the full member list with one member (rejoins after partitions).
-    membership_sync_interval_ms: int = _bounded(5_000, 10, 3_600_000)
-    #: Largest gossip frame accepted or sent, in bytes; also caps one item payload from a peer.
-    max_frame_bytes: int = _bounded(8 * 1024 * 1024, 64 * 1024, 2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -329,7 +301,9 @@ class ClusterConfig:
     #: The nodes of the cluster (at least one). Each is also a gossip seed of the others.
     nodes: tuple[NodeSpec, ...]
     storage: StorageSettings = StorageSettings()
-    gossip: GossipSettings = GossipSettings()
+    #: Timings (in milliseconds in the file, seconds once read) and sizes of gossip: every key is a
+    #: field of ``gossip.config.GossipSettings``, documented there.
+    gossip: GossipSettings = field(default_factory=GossipSettings)
     #: Required: gossip refuses to run unauthenticated.
     security: SecuritySettings = SecuritySettings()
     api: ApiSettings = ApiSettings()
@@ -406,9 +380,7 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
         scheme = key.split("_")[0]
         if url is not None and not url.startswith(f"{scheme}://"):
             raise ConfigError(f"checkpoint.{key}: expected a {scheme}:// URL")
-    gossip = _parse_section(GossipSettings, raw.get("gossip", {}), "gossip")
-    if gossip.probe_timeout_ms >= gossip.probe_interval_ms:
-        raise ConfigError("gossip.probe_timeout_ms: must be shorter than gossip.probe_interval_ms")
+    gossip = _parse_gossip(raw.get("gossip", {}))
     api = _parse_section(ApiSettings, raw.get("api", {}), "api")
     if api.default_page_limit > api.max_page_limit:
         raise ConfigError("api.default_page_limit: must not exceed api.max_page_limit")
@@ -418,6 +390,27 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
     return ClusterConfig(
         nodes=nodes, storage=storage, gossip=gossip, security=security, api=api, checkpoint=checkpoint
     )
+
+
+def _parse_gossip(raw: object) -> GossipSettings:
+    """The gossip section, read by the declarations of ``GossipSettings``: each key an integer in its
+    range, in the file's unit (milliseconds for a timing), scaled to the setting's."""
+    data = _mapping(raw, "gossip")
+    keys = file_keys()
+    _reject_unknown(data, set(keys), "gossip.")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name, spec = keys[key]
+        _check_integer(value, f"gossip.{key}", spec.low, spec.high)
+        values[name] = spec.read(value)
+    default = GossipSettings()
+    timeout = values.get("probe_timeout", default.probe_timeout)
+    if timeout >= values.get("probe_interval", default.probe_interval):
+        raise ConfigError("gossip.probe_timeout_ms: must be shorter than gossip.probe_interval_ms")
+    try:
+        return GossipSettings(**values)
+    except ValueError as exc:  # gossip's own checks; the ranges above should have caught these first
+        raise ConfigError(f"gossip: {exc}") from exc
 
 
 def _parse_nodes(raw: object) -> tuple[NodeSpec, ...]:
@@ -483,11 +476,7 @@ def _parse_section(
         value = data[f.name]
         expected = hints[f.name]
         if expected is int:
-            if type(value) is not int:
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
-            low, high = f.metadata.get("min"), f.metadata.get("max")
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise ConfigError(f"{key}: {value} is out of range [{low}, {high}]")
+            _check_integer(value, key, f.metadata.get("min"), f.metadata.get("max"))
         elif expected is bool:
             if type(value) is not bool:
                 raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -501,3 +490,11 @@ def _parse_section(
             raise TypeError(f"{key}: unsupported field type {expected}")
         values[f.name] = value
     return cls(**values)
+
+
+def _check_integer(value: object, key: str, low: int | None, high: int | None) -> None:
+    """Refuse anything but an integer (``true`` and ``5.0`` included) in ``[low, high]``."""
+    if type(value) is not int:
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{key}: {value} is out of range [{low}, {high}]")

@@ -11,11 +11,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
 from node.process.logs import LOG_FORMAT_CHOICES
+
+if TYPE_CHECKING:
+    from gossip.tcp import Route
 
 #: Exit status for a configuration the command cannot run with (argparse uses it for usage errors).
 EXIT_CONFIG = 2
@@ -126,8 +130,12 @@ def _keys(args: argparse.Namespace, config: ClusterConfig) -> int:
     return run_keys_command(config, args.operation, key=key, ident=ident, force=args.force)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``likes`` console script."""
+def main(
+    argv: Sequence[str] | None = None, *, gossip_route: Route | None = None, mark_durable: bool = False
+) -> int:
+    """Entry point of the ``likes`` console script. ``gossip_route`` and ``mark_durable`` reach the node
+    ``likes node`` runs (``run_node``'s test seams): only ``bench.testnode`` passes them, so a node
+    started with them is ``likes node`` in every other respect."""
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
@@ -150,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parent_pid=os.getppid() if args.exit_with_parent else None,
                 log_format=args.log_format,
                 discard_damaged_snapshot=args.discard_damaged_snapshot,
+                gossip_route=gossip_route,
+                mark_durable=mark_durable,
             )
             return 0
         if args.command == "restore":

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gossip import GossipConfig, Gossiper, Peer
 from gossip.member import MemberState
+from gossip.tcp import Route, TcpTransport
 from node.checkpoint import CheckpointSink, MysqlSink, RedisSink, SqliteSink
 from node.checkpoint.checkpointer import Checkpointer
 from node.config import ClusterConfig, NodeSpec, load_config
@@ -42,9 +43,6 @@ GOSSIPER = web.AppKey("gossiper", Gossiper)
 LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 #: The pid whose death should end this node (``likes up`` passes its own), or None.
 PARENT_PID = web.AppKey("parent_pid", int)
-#: Tests only: set to "1" to record the last fsynced log offset after every fsync, so a test can
-#: simulate power loss by cutting the log there (see ``node.durable.wal``).
-DURABLE_MARK_ENV = "LIKES_TEST_DURABLE_MARK"
 #: How often a child of ``likes up`` checks that its parent is still there, in seconds.
 PARENT_CHECK_INTERVAL = 1.0
 #: Allocations (net of frees) between two young-generation collections; CPython's default is 700.
@@ -54,28 +52,17 @@ IDLE_SWEEP_INTERVAL = 10.0
 
 
 def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[bytes, ...]) -> GossipConfig:
-    """The gossip settings of node ``spec`` with ``keys`` (one key, or the ring): every other node is a
-    seed."""
-    g = config.gossip
+    """The cluster file's gossip settings for node ``spec`` with ``keys`` (one key, or the ring): every
+    other node is a seed."""
     seeds = tuple(Peer(n.name, n.host, n.gossip_port) for n in config.nodes if n.name != spec.name)
     try:
-        return GossipConfig(
-            name=spec.name,
+        return GossipConfig.from_settings(
+            config.gossip,
+            spec.name,
             host=spec.host,
             port=spec.gossip_port,
             seeds=seeds,
             keyring=(keys,) if isinstance(keys, bytes) else keys,
-            delta_interval=g.delta_interval_ms / 1000,
-            fanout=g.fanout,
-            full_fanout_peers=g.full_fanout_peers,
-            anti_entropy_interval=g.anti_entropy_interval_ms / 1000,
-            anti_entropy_max_leaves=g.anti_entropy_max_leaves,
-            probe_interval=g.probe_interval_ms / 1000,
-            probe_timeout=g.probe_timeout_ms / 1000,
-            indirect_probes=g.indirect_probes,
-            suspicion_timeout=g.suspicion_timeout_ms / 1000,
-            membership_sync_interval=g.membership_sync_interval_ms / 1000,
-            max_frame_bytes=g.max_frame_bytes,
         )
     except ValueError as exc:  # gossip's own checks; config.py should have caught these first
         raise ConfigError(f"gossip: {exc}") from exc
@@ -119,11 +106,17 @@ def build_node_app(
     *,
     parent_pid: int | None = None,
     new_writer: Callable[[], str] | None = None,
+    gossip_route: Route | None = None,
 ) -> web.Application:
     """The application of node ``name``, with its log and gossip attached to its lifecycle;
-    ``new_writer`` claims a writer id for a log that failed and takes writes again."""
+    ``new_writer`` claims a writer id for a log that failed and takes writes again; ``gossip_route``
+    decides where each gossip frame goes (``gossip.tcp.Route``; a fault harness's, else None)."""
     spec = config.node(name)
-    gossiper = Gossiper(gossip_config(config, spec, keys), store)
+    member = gossip_config(config, spec, keys)
+    transport = TcpTransport(
+        member.host, member.port, max_frame_bytes=member.max_frame_bytes, route=gossip_route
+    )
+    gossiper = Gossiper(member, store, transport)
     durability = Durability(
         store,
         wal,
@@ -233,10 +226,17 @@ def run_node(
     parent_pid: int | None = None,
     log_format: str = "auto",
     discard_damaged_snapshot: bool = False,
+    gossip_route: Route | None = None,
+    mark_durable: bool = False,
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
     ``log_format`` (``node.process.logs``); ``discard_damaged_snapshot`` is the operator's leave to start
-    without a damaged snapshot (``WriteAheadLog.open``)."""
+    without a damaged snapshot (``WriteAheadLog.open``).
+
+    Two seams for tests, which production never uses and no setting or variable turns on (a test
+    starts the node through ``bench.testnode``): ``gossip_route`` cuts and detours gossip frames
+    (``gossip.faults``), and ``mark_durable`` has the log record its last fsynced offset after every
+    fsync, so a test can cut the log there as a power loss would (``WriteAheadLog``)."""
     config = load_config(config_path)
     spec = config.node(name)
     keys = config.security.resolve_keys()
@@ -246,7 +246,7 @@ def run_node(
         wal = WriteAheadLog(
             data_dir.path / "wal",
             fsync="never" if config.storage.fsync == "never" else "always",
-            mark_durable=os.environ.get(DURABLE_MARK_ENV) == "1",
+            mark_durable=mark_durable,
         )
         recovery = wal.open(discard_damaged_snapshot=discard_damaged_snapshot)
         identity = data_dir.claim_identity(
@@ -263,6 +263,7 @@ def run_node(
             keys,
             parent_pid=parent_pid,
             new_writer=lambda: data_dir.claim_identity().writer,
+            gossip_route=gossip_route,
         )
         _tune_garbage_collector()
         try:

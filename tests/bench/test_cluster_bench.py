@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from bench import cluster
+from bench import cluster, launch
 from bench.__main__ import main
+from bench.cluster.gossip_bytes import user_id
 from bench.launch import LocalCluster, get_json
 
 pytestmark = pytest.mark.cluster
@@ -31,10 +32,10 @@ def test_local_cluster_starts_every_node_alive_and_stops(tmp_path: Path) -> None
         assert all([m["state"] for m in view["members"]] == ["alive", "alive"] for view in views)
         assert running.gossip["delta_interval_ms"] == 20
         assert running.gossip["anti_entropy_interval_ms"] == 1000  # the rest is the shipped file's
-        assert running.config_path is not None and "secret_env" in running.config_path.read_text()
+        assert running.config is not None and "secret_env" in running.config.read_text()
         process = running.process
     assert process is not None and process.poll() is not None
-    with pytest.raises(ValueError, match="unknown gossip"):
+    with pytest.raises(ValueError, match=r"gossip\.delta_ms: unknown key"):
         LocalCluster(1, tmp_path, gossip={"delta_ms": 1})
 
 
@@ -98,12 +99,12 @@ def test_quick_gossip_bytes_counts_every_like_exactly(tmp_path: Path) -> None:
 
 
 def test_gossip_overrides_are_checked() -> None:
-    assert cluster.parse_overrides(["delta_interval_ms=20"]) == {"delta_interval_ms": 20}
+    assert launch.parse_overrides(["delta_interval_ms=20"]) == {"delta_interval_ms": 20}
     for bad in ("delta_interval_ms", "delta_interval_ms=fast", "nope=1"):
         with pytest.raises(ValueError):
-            cluster.parse_overrides([bad])
+            launch.parse_overrides([bad])
 
 
 def test_user_ids_are_distinct_and_63_bit() -> None:
-    ids = {cluster.user_id(i) for i in range(1, 10_001)}
+    ids = {user_id(i) for i in range(1, 10_001)}
     assert len(ids) == 10_000 and all(0 < u < 2**63 for u in ids)

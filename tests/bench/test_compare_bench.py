@@ -20,6 +20,7 @@ from bench import compare
 from bench.__main__ import main
 from bench.load import LoadSpec
 from bench.peers import noop
+from bench.servers import Stores
 from tests.node.checkpoint.conftest import MYSQL_SERVER_URL, REDIS_URL, server_unreachable
 
 SYSTEMS = {"ours", "noop", "redis_queue", "mysql_upsert"}
@@ -48,7 +49,7 @@ def sane_load(result: dict[str, Any], mode: str) -> None:
 def test_quick_compare_measures_ours_and_every_peer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stores = compare.Stores(REDIS_URL, MYSQL_SERVER_URL)
+    stores = Stores(REDIS_URL, MYSQL_SERVER_URL)
     problems = stores.reachable()
     if problems:
         server_unreachable("; ".join(problems.values()))

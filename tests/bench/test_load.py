@@ -1,4 +1,4 @@
-"""The raw client's open loop (``bench.load._Dispatch``) against a scripted in-process server: every
+"""The raw client's open loop (``bench.load.dispatch.Dispatch``) against a scripted in-process server: every
 request accounted for, latency counted from when a request was due (queueing behind busy
 connections included), an unlike sent only after its like's answer, and bounded failures."""
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from bench.load import NO_CONNECTION, LoadSpec, _Worker, merge
+from bench.load import NO_CONNECTION, LoadSpec, merge
+from bench.load.worker import Worker
 
 _PATH = re.compile(rb"(PUT|DELETE) (/v1/items/[a-z_]+/[0-9]+/likes/[0-9]+) HTTP/1\.1")
 
@@ -77,7 +78,7 @@ def open_loop(url: str, rate: float, seconds: float, connections: int, **fields:
 async def run_open(spec: LoadSpec) -> dict[str, Any]:
     go = threading.Event()
     go.set()
-    figures = await _Worker(spec, 0).run(threading.Event(), go)
+    figures = await Worker(spec, 0).run(threading.Event(), go)
     return merge(spec, [figures])
 
 

@@ -19,9 +19,12 @@ import pytest
 
 from bench import charts, scenarios
 from bench.__main__ import main
-from bench.compare import Stores
+from bench.common import run_async
 from bench.launch import LocalCluster
-from bench.load import UNLIKE_LAG, LoadSpec, ZipfPlan, _Worker, populated_count, run_async
+from bench.load import UNLIKE_LAG, LoadSpec, ZipfPlan, populated_count
+from bench.load.worker import Worker
+from bench.scenarios.nodes import mismatches, until_exact
+from bench.servers import Stores
 from tests.node.checkpoint.conftest import MYSQL_SERVER_URL, REDIS_URL, server_unreachable
 
 WRITES = ("hot-post", "hot-post-max", "peak", "zipf", "batch")
@@ -161,9 +164,7 @@ def test_a_running_cluster_is_loaded_left_running_and_a_wrong_count_is_caught(tm
         assert result["exactness"]["exact"]
         # The check can fail: one like more than the answers acknowledged is never seen.
         item = 7
-        wrong = run_async(
-            lambda: scenarios._until_exact(running.urls, "peak", [item], {item: 1}, {}, 0.3, 0.0)
-        )
+        wrong = run_async(lambda: until_exact(running.urls, "peak", [item], {item: 1}, {}, 0.3, 0.0))
         assert not wrong["exact"] and wrong["exact_after_s"] is None
         assert all(node["mismatched_items"] == 1 for node in wrong["nodes"].values())
 
@@ -171,10 +172,10 @@ def test_a_running_cluster_is_loaded_left_running_and_a_wrong_count_is_caught(tm
 def test_mismatches_allow_only_operations_of_unknown_fate() -> None:
     ids = [1, 2, 3]
     expected = {1: 5, 2: 0, 3: 2}
-    assert scenarios._mismatches([5, 0, 2], ids, expected, {}) == 0
-    assert scenarios._mismatches([5, 1, 2], ids, expected, {}) == 1
-    assert scenarios._mismatches([5, 1, 3], ids, expected, {2: 1, 3: 1}) == 0
-    assert scenarios._mismatches([5, 2, 2], ids, expected, {2: 1}) == 1
+    assert mismatches([5, 0, 2], ids, expected, {}) == 0
+    assert mismatches([5, 1, 2], ids, expected, {}) == 1
+    assert mismatches([5, 1, 3], ids, expected, {2: 1, 3: 1}) == 0
+    assert mismatches([5, 2, 2], ids, expected, {2: 1}) == 1
 
 
 def test_zipf_plan_unlikes_only_earlier_likes_of_the_same_pair() -> None:
@@ -206,7 +207,7 @@ def test_zipf_plan_unlikes_only_earlier_likes_of_the_same_pair() -> None:
 
 def test_batch_and_counts_requests_are_well_formed() -> None:
     urls = ("http://127.0.0.1:1", "http://127.0.0.1:2")
-    batch = _Worker(
+    batch = Worker(
         LoadSpec(
             urls=urls,
             mode="closed",
@@ -224,7 +225,7 @@ def test_batch_and_counts_requests_are_well_formed() -> None:
     assert request.method == b"POST" and request.path == "/v1/batch" and len(body["ops"]) == 3
     assert [op["id"] for op in body["ops"]] == [102, 103, 104]
     assert len({op["user"] for op in body["ops"]}) == 3 and request.writes == ((102, 1), (103, 1), (104, 1))
-    reads = _Worker(
+    reads = Worker(
         LoadSpec(
             urls=urls,
             mode="closed",

@@ -3,7 +3,8 @@ duplication it claims to, or a green fault run proves nothing."""
 
 from __future__ import annotations
 
-from bench.faults import NodeItem, Op, Pair, check, error_code, possible_states
+from bench.faults.checker import NodeItem, check, possible_states
+from bench.faults.history import Op, Pair, error_code
 
 
 def op(kind: str, outcome: str, node: str = "n1") -> Op:

@@ -1,22 +1,27 @@
-"""The fault layer itself: the gossip transport obeys the control file only under the test flag, and
-the frame proxy delivers whole frames, mangled as asked."""
+"""The fault layer itself: the gossip transport obeys the control file only when the test entry point
+(``bench.testnode``) hands it the plan, production code reads no variable that could turn a hook on,
+and the frame proxy delivers whole frames, mangled as asked."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench import testnode
 from bench.tcpproxy import LENGTH, FrameProxy, Mangling
 from gossip import faults
 from gossip.faults import FaultPlan
 from gossip.tcp import TcpTransport
 
 A, B, C = ("127.0.0.1", 9001), ("127.0.0.1", 9002), ("127.0.0.1", 9003)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(path: Path, plan: object) -> None:
@@ -24,10 +29,37 @@ def write(path: Path, plan: object) -> None:
     time.sleep(faults.RELOAD_INTERVAL * 1.5)  # the plan is re-read at most this often
 
 
-def test_without_the_flag_there_is_no_fault_layer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(faults.ENV, raising=False)
-    assert FaultPlan.from_environment() is None
-    assert TcpTransport("127.0.0.1", 0, max_frame_bytes=1024)._faults is None
+def test_without_a_route_there_is_no_fault_layer() -> None:
+    assert TcpTransport("127.0.0.1", 0, max_frame_bytes=1024)._route is None
+
+
+@pytest.mark.parametrize("package", ["gossip", "node"])
+def test_production_code_reads_no_test_variable(package: str) -> None:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        assert "LIKES_TEST" not in path.read_text(), f"{path.relative_to(ROOT)} names a test variable"
+
+
+def test_the_test_entry_point_hands_likes_node_its_hooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def likes(argv: list[str], **hooks: Any) -> int:
+        calls.append((argv, hooks))
+        return 0
+
+    monkeypatch.setattr(testnode.cli, "main", likes)
+    plan = tmp_path / "faults.json"
+    line = testnode.command(faults=plan, durable_mark=True)
+    assert line[:3] == [sys.executable, "-m", "bench.testnode"] and line[-1] == "--"
+    assert testnode.main([*line[3:], "--config", "c.yaml", "--name", "n1"]) == 0
+    argv, hooks = calls.pop()
+    assert argv == ["node", "--config", "c.yaml", "--name", "n1"]
+    assert hooks["mark_durable"] is True and hooks["gossip_route"].__self__.path == plan
+    assert testnode.main(["--", "--config", "c.yaml", "--name", "n1", "--log-format", "json"]) == 0
+    argv, hooks = calls.pop()
+    assert argv == ["node", "--config", "c.yaml", "--name", "n1", "--log-format", "json"]
+    assert hooks == {"gossip_route": None, "mark_durable": False}
 
 
 def test_the_plan_cuts_pairs_both_ways_reroutes_and_survives_a_bad_file(tmp_path: Path) -> None:
@@ -48,13 +80,10 @@ def test_the_plan_cuts_pairs_both_ways_reroutes_and_survives_a_bad_file(tmp_path
     assert plan.route(A, B) == B and plan.route(A, C) == C
 
 
-async def test_a_partitioned_transport_sends_nothing_and_heals(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_partitioned_transport_sends_nothing_and_heals(tmp_path: Path) -> None:
     path = tmp_path / "faults.json"
-    monkeypatch.setenv(faults.ENV, str(path))
     received: list[bytes] = []
-    sender = TcpTransport("127.0.0.1", 0, max_frame_bytes=1024)
+    sender = TcpTransport("127.0.0.1", 0, max_frame_bytes=1024, route=FaultPlan(path).route)
     receiver = TcpTransport("127.0.0.1", 0, max_frame_bytes=1024)
     await receiver.start(received.append)
     await sender.start(lambda frame: None)

@@ -25,14 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import (
-    CONVERGE_GOAL,
-    DiskFaultUnavailable,
-    Settings,
-    SinkServersUnavailable,
-    render,
-    run_scenario,
-)
+from bench.disk import DiskFaultUnavailable
+from bench.faults import CONVERGE_GOAL, Settings, SinkServersUnavailable, render, run_scenario
 from tests.node.checkpoint.conftest import server_unreachable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]

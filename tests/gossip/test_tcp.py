@@ -143,3 +143,31 @@ async def test_inbound_connections_beyond_the_cap_are_refused() -> None:
         for _, writer in connections:
             writer.close()
         await transport.stop()
+
+
+async def test_a_route_detours_or_cuts_each_frame_on_its_way_out() -> None:
+    received: dict[str, list[bytes]] = {"b": [], "c": []}
+    b = TcpTransport(HOST, 0, max_frame_bytes=1024)
+    c = TcpTransport(HOST, 0, max_frame_bytes=1024)
+    await b.start(received["b"].append)
+    await c.start(received["c"].append)
+    cut = False
+
+    def route(source: tuple[str, int], destination: tuple[str, int]) -> tuple[str, int] | None:
+        assert source == a.address
+        return None if cut else c.address  # everything meant for b goes to c instead
+
+    a = TcpTransport(HOST, 0, max_frame_bytes=1024, route=route)
+    await a.start(lambda frame: None)
+    try:
+        frame = LENGTH_PREFIX.pack(40) + bytes(40)  # long enough to be a frame; its bytes go unread
+        a.send(b.address, frame)
+        await wait_until(lambda: received["c"] == [frame], timeout=5, what="the detoured frame")
+        cut = True
+        a.send(b.address, frame)
+        assert a.counters()["frames_cut"] == 1
+        await asyncio.sleep(0.1)
+        assert received == {"b": [], "c": [frame]}
+    finally:
+        for transport in (a, b, c):
+            await transport.stop()

@@ -133,7 +133,7 @@ def free_ports(count: int) -> list[int]:
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[NodeProcesses]:
     """n1, n2, n3 as separate ``likes node`` processes, none started; every one stopped afterwards."""
-    from tests.node.processes import NodeProcesses  # it imports this module (free_ports)
+    from tests.node.processes import NodeProcesses
 
     cluster = NodeProcesses(tmp_path, ("n1", "n2", "n3"))
     try:

@@ -1,9 +1,10 @@
 """Session causality on a real three-node cluster: one user's like on n1 and unlike on n2 stay in
 order with the causal token, and may not without it.
 
-Gossip is cut with the test fault layer (``gossip.faults``, on only because ``LIKES_TEST_FAULTS`` names
-a control file): isolating n1 keeps its like from reaching anyone, so an unlike on n2 finds nothing
-to remove unless it waits. One cluster serves the module; every wait is bounded.
+Gossip is cut with the test fault layer (``gossip.faults``, on only because the nodes start through
+``bench.testnode --faults`` with a control file): isolating n1 keeps its like from reaching anyone,
+so an unlike on n2 finds nothing to remove unless it waits. One cluster serves the module; every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bench import testnode
 from gossip import faults
 from node.http.causal import HEADER
 from tests.node.processes import DIRECT, NodeProcesses
@@ -38,7 +40,7 @@ class Causal(NodeProcesses):
     def __init__(self, root: Path) -> None:
         super().__init__(root, NAMES, extra=f"api: {{causal_wait_ms: {WAIT_MS}}}\n")
         self.plan = root / "faults.json"
-        self.env[faults.ENV] = str(self.plan)
+        self.command = testnode.command(faults=self.plan)
         self.gossip: dict[str, str] = {}
 
     def cut(self, *pairs: tuple[str, str]) -> None:

@@ -22,13 +22,13 @@ import asyncmy
 import pytest
 from redis import Redis
 
+from bench.launch import likes_command
 from bench.tcpproxy import TcpProxy
 from node.checkpoint import MysqlSink, RedisSink, SqliteSink
 from node.checkpoint.checkpointer import owner
 from node.state.item import ItemKey
 from tests.node.checkpoint.conftest import MYSQL_SERVER_URL, REDIS_URL, server_unreachable
 from tests.node.processes import NodeProcesses
-from tests.node.test_cluster import likes_command
 
 pytestmark = pytest.mark.cluster
 

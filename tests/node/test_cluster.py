@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.node.conftest import free_ports
+from bench.launch import LocalCluster, likes_command
+from tests.node.processes import DIRECT, TEST_CLUSTER
 
 pytestmark = pytest.mark.cluster
 
@@ -30,24 +30,17 @@ NODES = ("n1", "n2", "n3")
 #: Longest wait for anything to converge or start, in seconds.
 CONVERGE_TIMEOUT = 15.0
 POLL = 0.05
-#: No proxy from the environment between the tests and loopback.
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def likes_command() -> list[str]:
-    """The installed ``likes`` console script, or the same entry point through ``python -m node``."""
-    script = Path(sys.executable).with_name("likes")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "node"]
 
 
 class Cluster:
-    """The running cluster as the tests see it: one URL per node and the ``likes up`` process."""
+    """The running cluster as the tests see it: one URL per node and the ``likes up`` that runs them."""
 
-    def __init__(self, config: Path, urls: dict[str, str], up: subprocess.Popen[bytes], log: Path) -> None:
-        self.config = config
-        self.urls = urls
+    def __init__(self, up: LocalCluster) -> None:
+        assert up.config is not None and up.log_path is not None
         self.up = up
-        self.log = log
+        self.config = up.config
+        self.log = up.log_path
+        self.urls = dict(zip(up.names, up.urls, strict=True))
 
     def call(self, node: str, method: str, path: str, body: Any = None, status: int = 200) -> Any:
         """One request to one node; checks the status and returns the JSON body."""
@@ -89,58 +82,23 @@ class Cluster:
     def fingerprints(self) -> set[str]:
         return {self.call(node, "GET", "/v1/cluster")["fingerprint"] for node in NODES}
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         """SIGTERM ``likes up`` and return its exit status (SIGKILL after a bounded wait)."""
-        if self.up.poll() is None:
-            self.up.send_signal(signal.SIGTERM)
-            try:
-                return self.up.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.up.kill()
-                self.up.wait()
-                raise
-        return self.up.returncode
+        return self.up.stop()
+
+
+def start(root: Path, n_nodes: int) -> Cluster:
+    """``likes up`` of a test cluster file, once every node serves and sees every member alive."""
+    up = LocalCluster(n_nodes, root, start_timeout=2 * CONVERGE_TIMEOUT, **TEST_CLUSTER)
+    up.start()
+    return Cluster(up)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three nodes on loopback with fast gossip timings, started by ``likes up``."""
-    root = tmp_path_factory.mktemp("cluster")
-    ports = free_ports(6)
-    nodes = "\n".join(
-        f"  - {{name: {name}, host: 127.0.0.1, http_port: {ports[i]}, gossip_port: {ports[i + 3]}}}"
-        for i, name in enumerate(NODES)
-    )
-    config = root / "cluster.yaml"
-    config.write_text(
-        f"nodes:\n{nodes}\n"
-        f"storage: {{data_dir: {root / 'data'}}}\n"
-        "gossip: {delta_interval_ms: 20, anti_entropy_interval_ms: 200, probe_interval_ms: 200,\n"
-        "         probe_timeout_ms: 80, suspicion_timeout_ms: 1000, membership_sync_interval_ms: 500}\n"
-        "security: {secret_env: LIKES_TEST_SECRET}\n"
-    )
-    log = root / "up.log"
-    env = {**os.environ, "LIKES_TEST_SECRET": "a-test-secret-of-some-length"}
-    with open(log, "wb") as output:
-        up = subprocess.Popen(
-            [*likes_command(), "up", "--config", str(config)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    urls = {name: f"http://127.0.0.1:{ports[i]}" for i, name in enumerate(NODES)}
-    running = Cluster(config, urls, up, log)
+    running = start(tmp_path_factory.mktemp("cluster"), len(NODES))
     try:
-        running.eventually(
-            lambda: up.poll() is None and all(running.reachable(n) for n in NODES), "every node answers"
-        )
-        running.eventually(
-            lambda: all(
-                [m["state"] for m in running.call(n, "GET", "/v1/cluster")["members"]] == ["alive"] * 3
-                for n in NODES
-            ),
-            "every node sees three live members",
-        )
         yield running
     finally:
         running.stop()
@@ -294,23 +252,12 @@ def test_sigterm_stops_every_node_and_exits_0(cluster: Cluster) -> None:
 
 
 def test_nodes_stop_when_likes_up_is_killed(tmp_path: Path) -> None:
-    http, gossip = free_ports(2)
-    config = tmp_path / "cluster.yaml"
-    config.write_text(
-        f"nodes:\n  - {{name: solo, host: 127.0.0.1, http_port: {http}, gossip_port: {gossip}}}\n"
-        "security: {secret: 0123456789abcdef}\n"
-    )
-    up = subprocess.Popen(
-        [*likes_command(), "up", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    solo = Cluster(config, {"solo": f"http://127.0.0.1:{http}"}, up, tmp_path / "unused.log")
+    solo = start(tmp_path, 1)
     try:
-        solo.eventually(lambda: solo.reachable("solo"), "the node answers")
-        pid = solo.call("solo", "GET", "/v1/cluster")["node"]["pid"]
-        up.kill()
-        up.wait(timeout=10)
+        pid = solo.call("n1", "GET", "/v1/cluster")["node"]["pid"]
+        assert solo.up.process is not None
+        solo.up.process.kill()
+        solo.up.process.wait(timeout=10)
         solo.eventually(lambda: not _alive(pid), "the orphaned node stops", timeout=10)
     finally:
         solo.stop()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ClusterConfig, GossipSettings, load_config
+from gossip.config import GossipSettings
+from node.config import ClusterConfig, load_config
 from node.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,21 @@ def test_defaults_fill_what_a_minimal_file_leaves_out(tmp_path: Path) -> None:
     assert config.node_dir("n2") == tmp_path / "data" / "n2"
     assert config.node("n1").url == "http://127.0.0.1:8001"
     assert config.api.max_body_bytes == 1024 * 1024
+
+
+def test_the_shipped_file_sets_every_gossip_key_to_its_default() -> None:
+    config = load_config(ROOT / "cluster.yaml")
+    assert config.gossip == GossipSettings()
+
+
+def test_gossip_timings_are_read_in_milliseconds_into_the_one_gossip_settings_type(tmp_path: Path) -> None:
+    text = GOOD + "gossip: {delta_interval_ms: 20, probe_interval_ms: 200, probe_timeout_ms: 80, fanout: 3}\n"
+    gossip = load_config(write(tmp_path, text)).gossip
+    assert isinstance(gossip, GossipSettings)
+    assert (gossip.delta_interval, gossip.probe_interval, gossip.probe_timeout) == (0.02, 0.2, 0.08)
+    assert gossip.fanout == 3 and type(gossip.fanout) is int
+    assert gossip.suspicion_timeout == GossipSettings().suspicion_timeout  # what the file leaves out
+    assert gossip.as_file()["probe_timeout_ms"] == 80
 
 
 def test_the_secret_can_come_from_the_environment(tmp_path: Path) -> None:
@@ -81,6 +97,14 @@ BAD_FILES = [
     ("nodes:\n" + NODE.replace("}", ", weight: 3}") + SECRET, "nodes[0].weight"),
     ("nodes:\n" + NODE + SECRET + "gossip: {fanout: 0}\n", "gossip.fanout"),
     ("nodes:\n" + NODE + SECRET + "gossip: {delta_interval: 5}\n", "gossip.delta_interval"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {gossip_to_the_dead: 5}\n", "gossip.gossip_to_the_dead"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {delta_interval_ms: 0}\n", "gossip.delta_interval_ms"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {delta_interval_ms: 60001}\n", "gossip.delta_interval_ms"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {delta_interval_ms: 0.5}\n", "gossip.delta_interval_ms"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {probe_interval_ms: '500'}\n", "gossip.probe_interval_ms"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {indirect_probes: true}\n", "gossip.indirect_probes"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {max_frame_bytes: 1024}\n", "gossip.max_frame_bytes"),
+    ("nodes:\n" + NODE + SECRET + "gossip: {probe_timeout_ms: 500}\n", "gossip.probe_timeout_ms"),
     (
         "nodes:\n" + NODE + SECRET + "gossip: {probe_interval_ms: 100, probe_timeout_ms: 100}\n",
         "gossip.probe_timeout_ms",

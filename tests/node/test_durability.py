@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import testnode
 from node.durable.wal import DURABLE_MARK
 from tests.node.processes import NodeProcesses
 
@@ -27,7 +28,7 @@ NODES = ("n1", "n2", "n3")
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[NodeProcesses]:
     processes = NodeProcesses(tmp_path, NODES)
-    processes.env["LIKES_TEST_DURABLE_MARK"] = "1"
+    processes.command = testnode.command(durable_mark=True)
     try:
         processes.start_all()
         yield processes
@@ -108,7 +109,7 @@ def test_acknowledged_likes_survive_kill_9_of_the_acknowledging_node_repeatedly(
 def test_power_loss_cut_at_the_last_fsync_loses_no_acknowledged_like(tmp_path: Path) -> None:
     # A node alone: what it acknowledged can come back from its own disk only, not from peers.
     solo = NodeProcesses(tmp_path, ("solo",))
-    solo.env["LIKES_TEST_DURABLE_MARK"] = "1"
+    solo.command = testnode.command(durable_mark=True)
     try:
         solo.start("solo")
         for round_ in range(3):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.launch import likes_command
 from gossip.security import key_id
 from tests.node.processes import SECRET_ENV, NodeProcesses
-from tests.node.test_cluster import likes_command
 
 pytestmark = pytest.mark.cluster
 

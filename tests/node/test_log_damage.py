@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.launch import likes_command
 from tests.node.processes import NodeProcesses
-from tests.node.test_cluster import likes_command
 
 pytestmark = pytest.mark.cluster
 

@@ -1,32 +1,31 @@
 """One fixture per sink kind, each against a real, private store that is removed afterwards.
 
 SQLite lives in ``tmp_path``; Redis gets a random key prefix whose keys are deleted afterwards; MySQL
-gets a fresh database ``likes_test_<hex>`` that is dropped afterwards. The servers default to the
-local ones and can be pointed elsewhere with ``LIKES_TEST_REDIS_URL`` and ``LIKES_TEST_MYSQL_URL``
-(a server url without a database). An unreachable server skips its tests locally and fails them
-on CI (``CI=true``): see ``server_unreachable``.
+gets a fresh database ``likes_test_<hex>`` that is dropped afterwards. The servers are the tests'
+(``bench.servers``: the local ones unless ``LIKES_TEST_REDIS_URL`` and ``LIKES_TEST_MYSQL_URL``, a
+server url without a database, name others). An unreachable server skips its tests locally and fails
+them on CI (``CI=true``): see ``server_unreachable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
-import asyncmy
 import pytest
 from redis.asyncio import Redis
 
+from bench import servers
+from bench.servers import MysqlServer
 from node.checkpoint import MysqlSink, RedisSink, SqliteSink
 from tests.node.checkpoint.stores import MysqlRaw, RedisRaw, SqliteRaw
 
-REDIS_URL = os.environ.get("LIKES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-MYSQL_SERVER_URL = os.environ.get("LIKES_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+REDIS_URL = servers.TEST_REDIS_URL
+MYSQL_SERVER_URL = servers.TEST_MYSQL_URL
 #: How long to wait for a test server before calling it unreachable.
 PROBE_TIMEOUT = 3.0
 
@@ -36,33 +35,6 @@ def server_unreachable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: real-server tests must run)")
     pytest.skip(reason)
-
-
-@dataclass
-class MysqlServer:
-    """Where the test MySQL listens, and how to reach one database on it."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-
-    def url(self, database: str, *, host: str | None = None, port: int | None = None) -> str:
-        """A sink url for ``database``, optionally through another address (a proxy)."""
-        secret = f":{self.password}" if self.password else ""
-        return f"mysql://{self.user}{secret}@{host or self.host}:{port or self.port}/{database}"
-
-    async def connect(self, database: str | None = None) -> asyncmy.Connection:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            return await asyncmy.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                database=database,
-                autocommit=True,
-                connect_timeout=PROBE_TIMEOUT,
-            )
 
 
 @dataclass
@@ -99,7 +71,7 @@ def sqlite_raw(sqlite_path: Path) -> SqliteRaw:
 @pytest.fixture
 async def redis_client() -> AsyncIterator[Redis]:
     """A client of the test Redis (its own, not the sink's)."""
-    client = Redis.from_url(REDIS_URL, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
+    client = servers.redis_client(REDIS_URL, PROBE_TIMEOUT)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             await client.ping()
@@ -113,11 +85,9 @@ async def redis_client() -> AsyncIterator[Redis]:
 @pytest.fixture
 async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
     """A key prefix no other test uses; its keys are deleted afterwards."""
-    prefix = f"likes-test-{secrets.token_hex(6)}:"
+    prefix, _ = servers.private_names("likes_test")
     yield prefix
-    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
-    for start in range(0, len(keys), 1000):
-        await redis_client.delete(*keys[start : start + 1000])
+    await servers.delete_prefix(redis_client, prefix)
 
 
 @pytest.fixture
@@ -135,24 +105,21 @@ def redis_raw(redis_client: Redis, redis_prefix: str) -> RedisRaw:
 
 @pytest.fixture
 def mysql_server() -> MysqlServer:
-    parts = urlsplit(MYSQL_SERVER_URL)
-    return MysqlServer(
-        parts.hostname or "127.0.0.1", parts.port or 3306, parts.username or "root", parts.password or ""
-    )
+    return MysqlServer.from_url(MYSQL_SERVER_URL)
 
 
 @pytest.fixture
 async def mysql_database(mysql_server: MysqlServer) -> AsyncIterator[MysqlDatabase]:
     """A fresh database ``likes_test_<hex>``, dropped afterwards."""
     try:
-        admin = await mysql_server.connect()
+        admin = await mysql_server.connect(timeout=PROBE_TIMEOUT)
     except Exception as exc:
         server_unreachable(f"MySQL at {MYSQL_SERVER_URL} is not reachable: {exc!r}")
-    name = f"likes_test_{secrets.token_hex(6)}"
+    _, name = servers.private_names("likes_test")
     try:
         async with admin.cursor() as cursor:
             await cursor.execute(f"CREATE DATABASE {name}")
-        conn = await mysql_server.connect(name)
+        conn = await mysql_server.connect(name, timeout=PROBE_TIMEOUT)
         try:
             yield MysqlDatabase(mysql_server, name, MysqlRaw(conn))
         finally:
