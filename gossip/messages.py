@@ -147,7 +147,7 @@ def to_body(message: Message) -> list[Any]:
         case Deltas(sender, hops, items):
             return [sender, hops, [list(item) for item in items]]
         case Tree(origin, level, nodes, masked):
-            # Without a mask the body is the one members before masks sent and read.
+            # An empty mask is left out: a member that knows no masks reads the body as it is.
             mask = [list(masked)] if masked else []
             return [*_origin(origin), level, [list(node) for node in nodes], *mask]
         case Keys(origin, leaves):

@@ -16,8 +16,8 @@ Each worker is its own process (``spawn``: no copy of the caller's loop or state
 to given CPUs, running uvloop, with its keep-alive connections opened before the clock starts. The
 client is ``raw`` by default: a minimal HTTP/1.1 client (one request at a time per connection, no
 pipelining, curl's headers) because ``aiohttp``'s client costs more CPU per request than the no-op
-server it loads (measured here: about 155 us against 140 us; the raw client about 65 us), so one
-load core could not saturate one server core and every system would look as fast as the client.
+server it loads, so one load core could not saturate one server core and every system would look as
+fast as the client.
 ``client="aiohttp"`` uses an ``aiohttp`` session instead, for cross-checks.
 
 Latencies go into an ``HdrHistogram`` (microseconds, 3 significant digits) per worker; the parent

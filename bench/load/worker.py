@@ -311,7 +311,7 @@ class Worker:
             due = start + (k + phase) / rate
             if due > now:
                 # Not less than a tick: uvloop's timers have millisecond resolution, and a shorter
-                # sleep returns at once, spinning the loop (it took most of a core at 5,000/s).
+                # sleep returns at once, spinning the loop on the CPU the load generator needs.
                 await asyncio.sleep(max(due - now, TICK))
                 continue
             self.worst_late = max(self.worst_late, now - due)

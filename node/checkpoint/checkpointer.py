@@ -39,7 +39,7 @@ are written every time); its lane then writes the deferred state once the interv
 the item changes no more, and until then counts the item pending in a sink ``likes restore`` reads.
 SQLite gets an item's state at most every ``SQLITE_STATE_INTERVAL``: the file lives in the node's
 data directory, next to the log that already holds every state, so its states only spare a restore
-from the log; encoding them at every write cost a tenth of a like's CPU.
+from the log, and encoding one at every write would cost a sizeable share of each like's CPU.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ class Lane:
             return None
         state = encoded.get(raw)
         if state is None:
-            state = await encode_item_aside(item)  # a hot post's in a thread: it takes 0.6 s a million
+            state = await encode_item_aside(item)  # a hot post's in a thread: long enough to stall the loop
             if likes > LARGE_ITEM_LIKES:
                 encoded[raw] = state
         if interval:
@@ -330,10 +330,10 @@ def _checkpoint(
 class LikedAt(Mapping[int, int]):
     """Every liker of an item, each liked at ``at``: a full checkpoint's ``liked`` without a dict.
 
-    A full rewrite of a hot post used to build ``dict.fromkeys(likers)``: about 42 bytes a liker
-    (a million-liker post: 42 MB at once, for every sink). This keeps a snapshot of the likers as a
-    sorted ``array('Q')``, 8 bytes a liker and no object per liker; lookups bisect it. A snapshot,
-    not a view of the live set: a sink writes it over awaits (or in its own thread) while likes go on.
+    A full rewrite of a hot post hands every sink all of its likers at once, so they are a sorted
+    ``array('Q')``: 8 bytes a liker and no object per liker, where ``dict.fromkeys(likers)`` takes
+    about 42 (42 MB for a million-liker post, for every sink); lookups bisect it. A snapshot, not a
+    view of the live set: a sink writes it over awaits (or in its own thread) while likes go on.
     """
 
     __slots__ = ("_at", "_users")

@@ -50,7 +50,8 @@ def record_changes(checkpoint: ItemCheckpoint, active: set[int] | None) -> Recor
 def sql_time(ms: int) -> str:
     """``ms`` since the epoch as DATETIME(3) text in UTC (exact: no float on the way).
 
-    Arithmetic rather than ``strftime``, which took 40% of writing a large item's like_records.
+    Arithmetic rather than ``strftime``, which would take a large share of writing a large item's
+    like_records.
     """
     if not 0 <= ms <= MAX_TIME_MS:
         raise ValueError(f"time {ms} ms is outside what DATETIME(3) holds")

@@ -12,9 +12,8 @@ Differences forced by SQLite: integers are signed 64-bit, so an id at or above 2
 its two's complement (``id - 2**64``) and read back unsigned; times are DATETIME(3)-style UTC text;
 a state is one BLOB (no packet limit to chunk around). Not forced, but cheaper: the unique key leads
 with the item, so it also answers MySQL's ``idx_content`` lookups and a row costs two B-trees, not
-three (a row written 3.2-3.4 us against 3.6-6.4 us with MySQL's two keys; new users over 1,000 items,
-in order or at random). The conflict target of an upsert is the same columns in any order, so a file
-made with MySQL's keys works unchanged.
+three. The conflict target of an upsert is the same columns in any order, so a file made with MySQL's
+keys works unchanged.
 
 Idempotence: liked users are upserted (a canceled row is revived, ``created_at`` keeps the first
 like), cancels only touch rows not yet canceled, item and counter rows are overwritten with the

@@ -3,16 +3,16 @@
 glibc's malloc keeps what a process frees for reuse and returns to the OS only the free memory at
 the top of its heap. A node's bursts (a checkpoint's rows, a hot post's state encoded, a batch of
 requests parsed) free megabytes in the middle of the heap, so without help a node's RSS stays at
-its peak: after a million likes of one post, 35-65 MB of a node's RSS was free memory.
+its peak, much of it free memory.
 ``malloc_trim(0)`` hands every free page back (``madvise``); it takes tens of microseconds once
 little is free (under a millisecond after a million-like load), so a node calls it every few seconds.
 Where the C library has no ``malloc_trim`` (musl, macOS) this does nothing.
 
 A node also keeps one malloc arena for all its threads (``one_arena``): glibc gives each thread that
 allocates its own arena, and what the checkpoint thread frees in its arena is reused only by that
-thread; a node that owned a million-like post's checkpoint grew 72-103 B per like with an arena per
-thread and 55 B with one (after trims). Its threads hold the GIL for most of their allocations, so
-one arena costs them little waiting.
+thread, so a node that checkpoints a hot post grows more per like with an arena per thread than with
+one, even after trims. Its threads hold the GIL for most of their allocations, so one arena costs them
+little waiting.
 """
 
 from __future__ import annotations

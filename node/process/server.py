@@ -337,8 +337,8 @@ def _log_started(spec: NodeSpec, identity: NodeIdentity, items: int) -> None:
 def _tune_garbage_collector() -> None:
     """Fewer, cheaper collections: what start-up built (the restored store, modules) is frozen out of
     every later collection, and young objects get a larger generation, so the per-request garbage of
-    thousands of requests a second is rarely promoted into full collections that stall every request
-    (each took 25-30 ms under load with the defaults). Cycles are still collected."""
+    thousands of requests a second is rarely promoted into full collections that stall every request.
+    Cycles are still collected."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

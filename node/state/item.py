@@ -15,10 +15,11 @@ items, under load), has a shorter form that costs a fraction of the general one 
 
 It decodes to the same ``Item`` the general form of that delta does. The CRDT parts come from ``crdt.encode``,
 which is deterministic, so equal items give equal bytes and a digest over the payload compares items
-across nodes. ``unliked`` is not state: an unlike delta names the users it removed, so the receiver
-can update its "my likes" index without comparing a large liker set before and after (a dot belongs
-to one element everywhere, so the users a delta can remove are exactly those its sender removed).
-States carry none.
+across nodes. ``unliked`` is not state: an unlike delta names the users it removed, for members of
+earlier versions, which update their "my likes" index from it rather than compare a large liker set
+before and after (a dot belongs to one element everywhere, so the users a delta can remove are exactly
+those its sender removed); this version learns them from the join (``node.state.store``). States
+carry none.
 
 Keys: ``len(type) byte, type (ASCII), id as 8 bytes big-endian``: compact, unambiguous, and sorting
 keys sorts items by type length, type, then id.
@@ -52,7 +53,8 @@ LIKE_VERSION = 2
 LIKE_PREFIX = bytes((LIKE_VERSION,))
 #: Cap on the counters one payload may carry, so a hostile payload cannot balloon an item.
 MAX_COUNTERS_IN_PAYLOAD = 10_000
-#: Cap on the unliked users a delta names; a delta past it names none and the receiver compares sets.
+#: Cap on the unliked users a delta names; a delta past it names none (a reader of the names then
+#: compares sets).
 MAX_UNLIKED_HINTS = 100_000
 #: Likers above which ``encode_item_aside`` encodes in a worker thread (see there).
 ASIDE_LIKES = 20_000
@@ -155,10 +157,9 @@ def encode_item(item: Item) -> bytes:
 
 async def encode_item_aside(item: Item) -> bytes:
     """``encode_item``, in a worker thread from a copy when the item has more than ``ASIDE_LIKES``
-    likers. A million-liker state takes 0.6 s to encode, which on the event loop would hold up every
-    request for as long (the checkpoint's and the log snapshot's copies of a hot post set the p99 of
-    the whole run); beside it, the loop waits for the GIL at most a switch interval at a time. The
-    copy costs a few milliseconds: the columns of a big set are copied as bytes."""
+    likers. Encoding a hot post's state takes long enough that on the event loop it would hold up
+    every request meanwhile; beside it, the loop waits for the GIL at most a switch interval at a
+    time. The copy is cheap: the columns of a big set are copied as bytes."""
     if len(item.likers) <= ASIDE_LIKES:
         return encode_item(item)
     return await asyncio.to_thread(encode_item, item.copy())

@@ -9,8 +9,8 @@ journal entry to the log (``drain_journal``).
 
 Finding what a merge changed without copying a big liker set: the ORSet join reports the elements
 it took out and brought in (``ORSet.merge(other, removed, added)``), so neither a delta nor a full
-state (anti-entropy) is compared with the set before and after. A delta still names the users it
-unliked (``Item.unliked``) on the wire, for older readers.
+state (anti-entropy) is compared with the set before and after. A delta names the users it
+unliked (``Item.unliked``) on the wire all the same, for members of earlier versions that read them.
 """
 
 from __future__ import annotations
