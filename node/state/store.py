@@ -334,13 +334,13 @@ class LikeStore:
             if staged is None:  # dropped by ``discard_staged``: nothing to settle
                 continue
             staged.ops -= 1
-            if kind != COUNTER:
+            if not staged.ops:  # the item's last write in flight (the common case): drop it whole
+                del staged_items[raw]
+            elif kind != COUNTER:
                 mine_staged = staged.users.get(user)
                 if mine_staged is not None and mine_staged[0] == seq:
                     del staged.users[user]
                 staged.net += -1 if kind == LIKE else 1
-            if not staged.ops:
-                del staged_items[raw]
         for raw, likes in added.items():
             self._settle_likes(raw, likes)
 
