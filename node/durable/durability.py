@@ -69,7 +69,7 @@ def write_level(text: str | None, cluster_size: int) -> WriteLevel:
 
 
 class Durability:
-    """The store's log, snapshots and write levels."""
+    """The store's log, snapshots and write levels; it decides when the store's staged writes apply."""
 
     def __init__(
         self,
@@ -104,7 +104,8 @@ class Durability:
         return write_level(text, self._cluster_size)
 
     async def commit(self, level: WriteLevel, touched: Sequence[ItemKey] = ()) -> None:
-        """Make the writes just applied to the store durable, then replicated as ``level`` asks.
+        """Make the writes just staged in the store durable (they apply then), then replicated as
+        ``level`` asks.
 
         ``touched`` names the items the request wrote (only needed above level 1). Call it right
         after the writes, with no await in between.
