@@ -121,6 +121,30 @@ async def client(aiohttp_client: ClientFactory, tmp_path: Path) -> AsyncIterator
     assert app[METRICS].internal_error_count() == 0, "a request was answered 500"
 
 
+def fill_log_disk(log_directory: Path) -> None:
+    """From now on every write to the log's live segment fails with ENOSPC, as on a full disk: the
+    segment's descriptor becomes Linux's ``/dev/full``. A probe's new segment is a real file again."""
+    assert os.path.exists("/dev/full"), "these tests need Linux's /dev/full (a device every write fails)"
+    (segment,) = sorted(log_directory.glob("wal-*.log"))[-1:]
+    descriptors = [
+        int(name) for name in os.listdir("/proc/self/fd") if _points_at(f"/proc/self/fd/{name}", segment)
+    ]
+    assert descriptors, f"{segment} is not open in this process"
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        for descriptor in descriptors:
+            os.dup2(full, descriptor)
+    finally:
+        os.close(full)
+
+
+def _points_at(link: str, path: Path) -> bool:
+    try:
+        return os.readlink(link) == str(path)
+    except OSError:  # closed meanwhile (the listing's own descriptor, say)
+        return False
+
+
 def free_ports(count: int) -> list[int]:
     """Ports nothing listens on right now (held open together so they differ)."""
     with ExitStack() as stack:

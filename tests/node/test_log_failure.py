@@ -1,7 +1,7 @@
 """A log that cannot write: the writes it refused change nothing, and the node takes writes again.
 
-The log's segment is swapped for ``/dev/full``, a real file whose every write fails with ENOSPC, as a
-full disk's does; the next probe opens a new segment in the real directory and succeeds, as a freed
+The log's segment descriptor is made ``/dev/full``, a real file whose every write fails with ENOSPC, as
+a full disk's does; the next probe opens a new segment in the real directory and succeeds, as a freed
 disk would. What the tests check is what a client and the rest of the cluster can see.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from node.durable.wal import WriteAheadLog
 from node.http.api import DURABILITY, STORE
 from node.state.item import ItemKey
 from node.state.store import LikeStore
-from tests.node.conftest import Client, ClientFactory, make_app
+from tests.node.conftest import Client, ClientFactory, fill_log_disk, make_app
 
 ITEM = "post/7"
 KEY = ItemKey("post", 7)
@@ -28,11 +27,7 @@ KEY = ItemKey("post", 7)
 
 def fill_disk(app: web.Application) -> None:
     """From now on every write of the app's log fails with ENOSPC."""
-    wal = app[DURABILITY].wal
-    full = open("/dev/full", "ab", buffering=0)  # noqa: SIM115  # the log closes it on recovery
-    real = wal._file  # the segment under the log, swapped for a full device
-    wal._file = full
-    real.close()
+    fill_log_disk(app[DURABILITY].wal.directory)
 
 
 async def wait_for(check: Any, what: str, timeout: float = 10.0) -> None:
@@ -45,7 +40,6 @@ async def wait_for(check: Any, what: str, timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def app(tmp_path: Path) -> web.Application:
-    assert os.path.exists("/dev/full"), "these tests need Linux's /dev/full (a device every write to fails)"
     return make_app(tmp_path)
 
 

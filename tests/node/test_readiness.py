@@ -11,7 +11,6 @@ directory unusable) and gives it back.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from node.durable.wal import WriteAheadLog
 from node.http.api import DURABILITY
-from tests.node.conftest import Client
+from tests.node.conftest import Client, fill_log_disk
 from tests.node.test_metrics import scrape
 
 ITEM = "/v1/items/post/1"
@@ -94,18 +93,6 @@ async def test_a_failed_log_makes_the_node_unready_but_still_live(client: Client
 # -- a disk that fails for real ----------------------------------------------------------------------
 
 
-def descriptors_of(path: Path) -> list[int]:
-    """This process's file descriptors open on ``path``."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == str(path):
-                found.append(int(name))
-        except OSError:  # closed meanwhile (the listing's own descriptor, say)
-            continue
-    return found
-
-
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -113,18 +100,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /proc and /dev/full")
 async def test_a_full_disk_is_reported_until_the_log_takes_writes_again(
     client: Client, tmp_path: Path
 ) -> None:
     directory = tmp_path / "wal"
-    (segment,) = sorted(directory.glob("wal-*.log"))
-    (descriptor,) = descriptors_of(segment)
-    full = os.open("/dev/full", os.O_WRONLY)
-    try:
-        os.dup2(full, descriptor)  # the log's next write fails as on a full disk: ENOSPC
-    finally:
-        os.close(full)
+    fill_log_disk(directory)  # the log's next write fails as on a full disk: ENOSPC
     away = tmp_path / "wal-away"
     directory.rename(away)
     directory.write_bytes(b"")  # and so does every probe: no new segment can be made
