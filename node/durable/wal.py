@@ -129,8 +129,10 @@ class WriteAheadLog:
         self._failure: BaseException | None = None
         #: Bytes of the live segment known to be durable: a failed group is cut back to this.
         self._durable_offset = 0
-        #: A probe asked for (``recover``), and the future that hears its outcome.
+        #: The future that hears the outcome of the probe in progress (``recover``; the loop's), and
+        #: whether the writer thread has yet to take it (guarded by ``_pending``).
         self._probe: asyncio.Future[bool] | None = None
+        self._probe_asked = False
         #: The log's health as the event loop sees it: why it refuses writes (None when it takes
         #: them), since when (wall clock), and how often it failed and recovered since start.
         self.failure: str | None = None
@@ -290,6 +292,7 @@ class WriteAheadLog:
         if self._probe is None:
             self._probe = self._loop.create_future()
             with self._pending:
+                self._probe_asked = True
                 self._pending.notify()
         return await asyncio.shield(self._probe)
 
@@ -304,14 +307,14 @@ class WriteAheadLog:
             if busy:
                 time.sleep(self.commit_delay)
             with self._pending:
-                while not self._waiters and not self._closing and self._probe is None:
+                while not self._waiters and not self._closing and not self._probe_asked:
                     self._pending.wait()
-                if not self._waiters and self._probe is None:
+                if not self._waiters and not self._probe_asked:
                     return
                 data, self._buffer = bytes(self._buffer), bytearray()
                 waiters, self._waiters = self._waiters, []
                 then, self._then = self._then, []
-                probe = self._probe is not None
+                probe, self._probe_asked = self._probe_asked, False
             busy = len(waiters) >= BUSY_GROUP
             started = time.monotonic()
             error: str | None = None
@@ -324,7 +327,8 @@ class WriteAheadLog:
                     except Exception as exc:  # a full or failing disk: no write in the group is durable
                         self._fail(exc)
                         error = str(exc)
-                self._answer(self._complete, waiters, then, error, started)
+                if waiters:
+                    self._answer(self._complete, waiters, then, error, started)
                 if probe:
                     self._answer(self._probed, self._try_recovery())
 
