@@ -228,8 +228,8 @@ class WriteAheadLog:
         """Open the current segment for appending; a new one starts with its format's header (made
         durable by the first fsync of a record after it)."""
         self._file = open(self._path(self._segment), "ab", buffering=0)  # noqa: SIM115  # kept open
-        if self._file.tell() == 0 and self._file.write(LOG_MAGIC) != len(LOG_MAGIC):
-            raise OSError(errno.EIO, "the write-ahead log's segment header was not written whole")
+        if self._file.tell() == 0:
+            _write_all(self._file.fileno(), LOG_MAGIC)
         self._offset = self._durable_offset = self._file.tell()
         _fsync_directory(self.directory)
 
@@ -420,17 +420,12 @@ class WriteAheadLog:
     def _write(self, data: bytes) -> None:
         """Write a group and make it durable (in the writer thread, holding ``_io``): every byte, or
         OSError."""
-        view = memoryview(data)
-        while view:
-            written = os.write(self._file.fileno(), view)
-            if written <= 0:
-                raise OSError(errno.EIO, "the write-ahead log's write wrote nothing")
-            view = view[written:]
+        _write_all(self._file.fileno(), data)
         self._offset += len(data)
         self.bytes_written += len(data)
         if self.fsync != "always":
             self._durable_offset = self._offset
-        if self.fsync == "always":
+        else:
             started = time.perf_counter()
             os.fsync(self._file.fileno())
             elapsed = time.perf_counter() - started
@@ -491,6 +486,16 @@ class WriteAheadLog:
     def segment_bytes(self) -> int:
         """Bytes in the log segments not yet covered by a snapshot (what a restart replays)."""
         return sum(self._path(n).stat().st_size for n in self._segments())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (a short write is continued), or raise OSError."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "a write to the write-ahead log wrote nothing")
+        view = view[written:]
 
 
 def _fsync_directory(directory: Path) -> None:
