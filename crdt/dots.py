@@ -65,6 +65,11 @@ def dot_actor(dot: int) -> int:
     return dot & ACTOR_MASK
 
 
+def named(dot: int) -> tuple[str, int]:
+    """A dot as ``(actor name, counter)``: what leaves the process (indices never do)."""
+    return _names[dot & ACTOR_MASK], dot >> ACTOR_BITS
+
+
 def dot_counter(dot: int) -> int:
     """The counter of a dot."""
     return dot >> ACTOR_BITS

@@ -45,9 +45,9 @@ from crdt.dots import (
     ACTOR_MASK,
     MAX_COUNTER,
     actor_index,
-    actor_name,
     known_actor_index,
     make_dot,
+    named,
 )
 from crdt.protocol import ReplicatedData
 
@@ -423,7 +423,7 @@ class ORSet:
         held = self._held(element)
         if held is None:
             return ()
-        return tuple((actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS) for dot in _as_tuple(held))
+        return tuple(map(named, _as_tuple(held)))
 
     def has_seen(self, actor: str, counter: int) -> bool:
         """Whether the dot ``(actor, counter)`` is in the causal context: its add has arrived here

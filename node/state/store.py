@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from crdt import ORSet, PNCounter
-from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, actor_index, actor_name
+from crdt.dots import ACTOR_BITS, COUNTER_STEP, actor_index, named
 from gossip.errors import PayloadError
 from node.errors import InvalidValue, ItemCodecError, NotDurable
 from node.state.changes import ChangeListener
@@ -374,7 +374,7 @@ class LikeStore:
 
     @staticmethod
     def _named(dots: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
-        return tuple((actor_name(dot & ACTOR_MASK), dot >> ACTOR_BITS) for dot in dots)
+        return tuple(map(named, dots))
 
     # -- reads -------------------------------------------------------------------------------------
 
