@@ -80,8 +80,6 @@ METRICS = web.AppKey("metrics", NodeMetrics)
 DURABILITY = web.AppKey("durability", Durability)
 #: Set by the server when sinks are configured; ``/v1/cluster`` then shows their lag.
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
-#: Rate limits and API tokens (``node.http.limits``).
-GUARD = web.AppKey("guard", ApiGuard)
 
 routes = web.RouteTableDef()
 
@@ -115,7 +113,7 @@ def create_app(
     app[NODE] = node
     app[CLUSTER] = cluster
     app[METRICS] = metrics
-    app[GUARD] = ApiGuard(
+    limits = ApiGuard(
         client_rate=settings.client_rate,
         client_burst=settings.client_burst,
         user_rate=settings.user_rate,
@@ -123,7 +121,7 @@ def create_app(
         max_keys=settings.rate_limit_keys,
         tokens=api_tokens,
     )
-    app[WRITES] = Writes(app[GUARD], metrics, durability)
+    app[WRITES] = Writes(limits, metrics, durability)  # the rate limits and API tokens live there
     causal.install(app, store, settings.causal_wait_ms / 1000, cluster)
     app.add_routes(routes)
     add_page_routes(app)
@@ -205,7 +203,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Before any handler: the client's rate limit, then the bearer token of writes and admin routes.
 
     The client is charged first, so guessing tokens costs requests like anything else."""
-    app_guard = request.app[GUARD]
+    app_guard = request.app[WRITES].guard
     authorization = request.headers.get("Authorization") if app_guard.tokens_required else None
     token = app_guard.authenticate(authorization)
     app_guard.limit_client(token, request.remote)

@@ -15,7 +15,7 @@ from gossip.security import Keyring
 from node.config import ApiSettings, parse_config
 from node.errors import ConfigError
 from node.http import writes
-from node.http.api import GUARD, METRICS, STORE
+from node.http.api import METRICS, STORE
 from node.http.keyring_api import add_keyring_routes, admin_headers
 from node.http.limits import ApiGuard, RateLimiter
 from tests.node.conftest import TEST_LIMITS, Client, ClientFactory, make_app
@@ -179,8 +179,8 @@ async def guarded_client(
         "max_keys": 1000,
         **limits,
     }
-    app[GUARD] = ApiGuard(**settings, tokens=tokens, clock=clock)  # type: ignore[arg-type]
-    app[writes.WRITES] = dataclasses.replace(app[writes.WRITES], guard=app[GUARD])
+    guard = ApiGuard(**settings, tokens=tokens, clock=clock)  # type: ignore[arg-type]
+    app[writes.WRITES] = dataclasses.replace(app[writes.WRITES], guard=guard)
     add_keyring_routes(app, Keyring([CLUSTER_KEY]))
     return await aiohttp_client(app), clock
 
