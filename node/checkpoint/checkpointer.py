@@ -54,6 +54,7 @@ import time
 from array import array
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from node.checkpoint.sink import CheckpointSink, ItemCheckpoint
 from node.errors import SinkUnavailable
@@ -191,7 +192,7 @@ class Lane:
                 await self.sink.open()
                 self._opened = True
             while self._pending:
-                taken = dict(list(self._pending.items())[: self._batch_items])
+                taken = dict(islice(self._pending.items(), self._batch_items))  # not a copy of all
                 batch = await self._checkpoints(store, taken, now_ms, encoded)
                 await self.sink.write(batch)
                 for (raw, pending), checkpoint in zip(taken.items(), batch, strict=True):
