@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from crdt import smallset
 from crdt.errors import CodecError
 from crdt.gcounter import GCounter
 from crdt.orset import ORSet
@@ -50,6 +51,12 @@ def encode(value: CRDT) -> bytes:
     else:
         body = msgpack.packb(value.to_wire(), use_bin_type=True)
     return bytes((VERSION, tag)) + body
+
+
+def encode_small(packed: bytes) -> bytes:
+    """``encode`` of the ``ORSet`` packed in ``packed`` (``crdt.smallset``), the same bytes."""
+    body: bytes = msgpack.packb(smallset.to_wire(packed), use_bin_type=True)
+    return bytes((VERSION, Tag.ORSET)) + body
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES) -> CRDT:

@@ -138,6 +138,15 @@ class ORSet:
             cc.add(dot)
         return delta
 
+    def single_add(self) -> tuple[int, int] | None:
+        """``(element, dot)`` if this set is the delta of one add (``of_dots`` of one pair), else None:
+        joining it is ``insert(element, dot)``, which a small set at rest does without unpacking."""
+        entries, cc = self._entries, self._cc
+        if len(entries) != 1 or self._columns is not None or cc.size() != 1:
+            return None
+        ((element, dot),) = entries.items()
+        return (element, dot) if type(dot) is int and cc.covers(dot) else None
+
     @classmethod
     def of_removal(cls, dots: Iterable[int]) -> ORSet:
         """The delta of removing the adds ``dots``: they are seen, and none is held."""

@@ -9,21 +9,21 @@ the item changes, so asking costs only the items changed since the last time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-
-from node.state.item import Item, encode_item
+from collections.abc import Callable, Iterable, Sequence
 
 #: Digest width: 128 bits make an accidental collision between two item states negligible.
 DIGEST_BYTES = 16
 
 
 class ItemDigests:
-    """Digests of ``items`` (the store's own dict, read here), cached until an item changes."""
+    """Digests of the store's items (``keys`` lists them, ``state`` encodes one), cached until an item
+    changes."""
 
-    __slots__ = ("_changed", "_digests", "_drained_once", "_fingerprint", "_items", "_unfolded")
+    __slots__ = ("_changed", "_digests", "_drained_once", "_fingerprint", "_keys", "_state", "_unfolded")
 
-    def __init__(self, items: Mapping[bytes, Item]) -> None:
-        self._items = items
+    def __init__(self, keys: Callable[[], Iterable[bytes]], state: Callable[[bytes], bytes | None]) -> None:
+        self._keys = keys
+        self._state = state
         self._changed: set[bytes] = set()
         self._drained_once = False
         #: Digests computed since the item last changed; every other item is in ``_unfolded``.
@@ -45,7 +45,7 @@ class ItemDigests:
         if not self._drained_once:
             self._drained_once = True
             self._changed = set()
-            return list(self._items)
+            return list(self._keys())
         changed, self._changed = self._changed, set()
         return changed
 
@@ -54,12 +54,15 @@ class ItemDigests:
         cached = self._digests.get(key)
         if cached is not None:
             return cached
-        item = self._items.get(key)
-        if item is None:
+        state = self._state(key)
+        if state is None:
             return b""
-        digest = hashlib.blake2b(encode_item(item), digest_size=DIGEST_BYTES).digest()
+        digest = hashlib.blake2b(state, digest_size=DIGEST_BYTES).digest()
         self._digests[key] = digest
-        self._unfolded.discard(key)
+        unfolded = self._unfolded
+        unfolded.discard(key)
+        if not unfolded:  # a set never shrinks its table: one that held every item would stay that big
+            self._unfolded = set()
         self._fingerprint ^= _fold(key, digest)
         return digest
 

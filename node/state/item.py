@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgpack
 
 from crdt import CodecError, ORSet, PNCounter, decode, encode
+from crdt.codec import encode_small
 from crdt.dots import MAX_COUNTER, actor_index, make_dot, valid_actor_name
 from node.errors import ItemCodecError
 
@@ -152,6 +153,12 @@ def encode_item(item: Item) -> bytes:
     """The canonical payload of an item or delta."""
     counters = [[name, encode(item.counters[name])] for name in sorted(item.counters)]
     body: bytes = msgpack.packb([encode(item.likers), counters, sorted(item.unliked)], use_bin_type=True)
+    return bytes((VERSION,)) + body
+
+
+def encode_small_item(packed: bytes) -> bytes:
+    """``encode_item`` of the item of likers ``packed`` (``crdt.smallset``) and no counters."""
+    body: bytes = msgpack.packb([encode_small(packed), [], []], use_bin_type=True)
     return bytes((VERSION,)) + body
 
 

@@ -7,6 +7,11 @@ set (``dirty``), anti-entropy's changed set and digests (``digests``) and the pe
 (``user_index``); this node's own deltas go to the gossip outbox (``outbox``), and each local write's
 journal entry to the log (``drain_journal``).
 
+Items at rest: a small item (a few likers, no counters; most of a catalogue) is held packed, one
+``bytes`` value (``crdt.smallset``), a bigger one as an ``Item``. A like on a packed item and a peer's
+like of it are taken without unpacking; any other change unpacks it, and it packs again once small.
+Readers get an ``Item`` either way (``item``), never the form it is held in.
+
 Finding what a merge changed without copying a big liker set: the ORSet join reports the elements
 it took out and brought in (``ORSet.merge(other, removed, added)``), so neither a delta nor a full
 state (anti-entropy) is compared with the set before and after. A delta names the users it
@@ -17,11 +22,11 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from crdt import ORSet, PNCounter
+from crdt import ORSet, PNCounter, smallset
 from crdt.dots import ACTOR_BITS, COUNTER_STEP, actor_index, named
 from gossip.errors import PayloadError
 from node.errors import InvalidValue, ItemCodecError, NotDurable
@@ -37,6 +42,7 @@ from node.state.item import (
     encode_item,
     encode_item_aside,
     encode_like,
+    encode_small_item,
 )
 from node.state.outbox import GossipOutbox
 from node.state.staging import COUNTER, LIKE, UNLIKE, Staged, Write
@@ -49,6 +55,9 @@ STATE_BYTES_PERLIKER = 15
 #: Default cap on a payload accepted from a peer (crdt's own cap on an encoded value).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 _Ordered = TypeVar("_Ordered", int, ItemKey)
+#: An item at rest: packed (``crdt.smallset``) when small, else an ``Item``.
+Held = Item | bytes
+
 
 @dataclass(slots=True)
 class LikeResult:
@@ -76,12 +85,12 @@ class LikeStore:
         self._actor = actor_index(writer)
         self._max_counters = max_counters_per_item
         self._max_payload = max_payload_bytes
-        self._items: dict[bytes, Item] = {}
+        self._items: dict[bytes, Held] = {}
         #: Those who follow the items' changes, each told of every change.
         self.outbox = GossipOutbox()
         self.dirty = DirtyItems()
-        self.digests = ItemDigests(self._items)
-        self.index = UserIndex(self._items, hot_item_likes)
+        self.digests = ItemDigests(self.item_keys, self.state)
+        self.index = UserIndex(self, hot_item_likes)
         self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests)
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
@@ -108,7 +117,24 @@ class LikeStore:
 
     def item(self, raw: bytes) -> Item:
         """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
-        return self._items.get(raw) or Item()
+        held = self._items.get(raw)
+        if held is None:
+            return Item()
+        return Item(smallset.unpack(held)) if isinstance(held, bytes) else held
+
+    def count_of(self, raw: bytes) -> int:
+        """How many users like the item under ``raw``."""
+        held = self._items.get(raw)
+        if held is None:
+            return 0
+        return smallset.size(held) if isinstance(held, bytes) else len(held.likers)
+
+    def likers_of(self, raw: bytes) -> Collection[int]:
+        """The users who like the item under ``raw``."""
+        held = self._items.get(raw)
+        if held is None:
+            return ()
+        return smallset.elements(held) if isinstance(held, bytes) else held.likers
 
     def item_keys(self) -> list[bytes]:
         """The key of every item held."""
@@ -205,7 +231,8 @@ class LikeStore:
     def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
         """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
         raw = key.to_bytes()
-        item = self._items.get(raw)
+        held = self._items.get(raw)
+        item = None if held is None else self.item(raw)
         staged = self._staged.get(raw)
         shadow = None if staged is None or staged.counters is None else staged.counters.get(name)
         if shadow is None:
@@ -219,7 +246,7 @@ class LikeStore:
                 if len(names) >= self._max_counters:
                     raise InvalidValue(f"item {key} already has {self._max_counters} counters")
             self._check_writable()
-            staged = staged or self._new_staged(raw, item)
+            staged = staged or self._new_staged(raw, held)
             if staged.counters is None:
                 staged.counters = {}
             shadow = staged.counters[name] = PNCounter() if counter is None else counter.copy()
@@ -249,18 +276,24 @@ class LikeStore:
     def _stage(self, raw: bytes, user: int, liking: bool) -> tuple[bool, int, int]:
         """Stage a like or an unlike of ``user``: whether it changes anything, the count once it (and
         every write staged before it) is applied, and a like's new dot (0 otherwise)."""
-        item = self._items.get(raw)
-        likers = None if item is None else item.likers
+        held = self._items.get(raw)
         staged = self._staged.get(raw)
         mine = None if staged is None else staged.users.get(user)
-        present = bool(mine[1]) if mine is not None else likers is not None and user in likers
-        count = 0 if likers is None else len(likers)
+        if mine is not None:
+            present = bool(mine[1])
+        elif held is None:
+            present = False
+        elif isinstance(held, bytes):
+            present = smallset.contains(held, user)
+        else:
+            present = user in held.likers
+        count = self.count_of(raw) if held is not None else 0
         if staged is not None:
             count += staged.net
         if liking == present:
             return False, count, 0
         if staged is None:
-            staged = self._new_staged(raw, item)
+            staged = self._new_staged(raw, held)
         self._seq += 1
         staged.ops += 1
         if liking:
@@ -270,8 +303,8 @@ class LikeStore:
             self._journal.append((raw, encode_like(self._writer, dot >> ACTOR_BITS, user)))
             self._writes.append((LIKE, raw, user, dot, None, b"", "", self._seq))
             return True, count + 1, dot
-        held = mine[1] if mine is not None else likers.held_dots(user)  # type: ignore[union-attr]
-        write = Item(likers=ORSet.of_removal(held), unliked={user})
+        dots = mine[1] if mine is not None else _held_dots(held, user)
+        write = Item(likers=ORSet.of_removal(dots), unliked={user})
         encoded = encode_item(write)
         staged.users[user] = (self._seq, ())
         staged.net -= 1
@@ -279,9 +312,14 @@ class LikeStore:
         self._writes.append((UNLIKE, raw, user, 0, write, encoded, "", self._seq))
         return True, count - 1, 0
 
-    def _new_staged(self, raw: bytes, item: Item | None) -> Staged:
+    def _new_staged(self, raw: bytes, held: Held | None) -> Staged:
         """The staging of an item with no write in flight: its next dot follows what the item holds."""
-        last = self._actor if item is None else item.likers.next_dot(self._writer) - COUNTER_STEP
+        if held is None:
+            last = self._actor
+        elif isinstance(held, bytes):
+            last = smallset.next_dot(held, self._actor) - COUNTER_STEP
+        else:
+            last = held.likers.next_dot(self._writer) - COUNTER_STEP
         staged = self._staged[raw] = Staged(last)
         return staged
 
@@ -301,13 +339,10 @@ class LikeStore:
         """Join staged writes into the state, in order: from now on they are read, gossiped,
         checkpointed and snapshotted."""
         added: dict[bytes, list[tuple[int, int]]] = {}
-        items, staged_items = self._items, self._staged
+        staged_items = self._staged
         for kind, raw, user, dot, delta, encoded, name, seq in writes:
-            item = items.get(raw)
-            if item is None:
-                item = self._new_item(raw)
             if kind == LIKE:
-                item.likers.insert(user, dot)
+                self._insert(raw, user, dot)
                 mine = added.get(raw)
                 if mine is None:
                     added[raw] = [(user, dot)]
@@ -318,11 +353,14 @@ class LikeStore:
                 mine = added.pop(raw, None)
                 if mine is not None:  # likes applied just before: publish them before the unlike
                     self._settle_likes(raw, mine)
+                item = self._unpacked(raw)
                 added_users, removed_users = self._merge_likers(item.likers, delta)
+                self._repack(raw, item)
                 self.outbox.add_delta(raw, delta, encoded)
                 self._changed(raw, added_users, removed_users)
             else:
                 assert delta is not None
+                item = self._unpacked(raw)
                 counter = item.counters.get(name)
                 if counter is None:
                     item.counters[name] = delta.counters[name].copy()
@@ -369,8 +407,7 @@ class LikeStore:
             mine = staged.users.get(user)
             if mine is not None:
                 return mine[1]
-        item = self._items.get(raw)
-        return () if item is None else item.likers.held_dots(user)
+        return _held_dots(self._items.get(raw), user)
 
     @staticmethod
     def _named(dots: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
@@ -380,8 +417,10 @@ class LikeStore:
 
     def liked(self, key: ItemKey, user: int) -> bool:
         """Whether ``user`` likes the item."""
-        item = self._items.get(key.to_bytes())
-        return item is not None and user in item.likers
+        held = self._items.get(key.to_bytes())
+        if isinstance(held, bytes):
+            return smallset.contains(held, user)
+        return held is not None and user in held.likers
 
     def like_dots(self, key: ItemKey, user: int) -> tuple[tuple[str, int], ...]:
         """The ``(writer, counter)`` dots that make ``user`` like the item here once the writes staged
@@ -391,29 +430,26 @@ class LikeStore:
     def observed(self, raw: bytes, user: int, writer: str, counter: int, *, removed: bool) -> bool:
         """Whether the item under ``raw`` has seen the dot ``(writer, counter)`` (``removed``: and seen
         it removed from ``user``). Read-only; monotone, so a causal wait can poll it."""
-        item = self._items.get(raw)
-        if item is None:
+        if raw not in self._items:
             return False
+        item = self.item(raw)
         if removed:
             return item.likers.has_removed(user, writer, counter)
         return item.likers.has_seen(writer, counter)
 
     def count(self, key: ItemKey) -> int:
         """How many users like the item."""
-        item = self._items.get(key.to_bytes())
-        return 0 if item is None else len(item.likers)
+        return self.count_of(key.to_bytes())
 
     def counters(self, key: ItemKey) -> dict[str, int]:
         """The item's named counters and their values."""
-        item = self._items.get(key.to_bytes())
-        return {} if item is None else item.counter_values()
+        held = self._items.get(key.to_bytes())
+        return held.counter_values() if isinstance(held, Item) else {}
 
     def likers(self, key: ItemKey, *, after: int | None, limit: int) -> tuple[list[int], bool]:
         """Up to ``limit`` likers above ``after``, ascending, and whether more follow."""
-        item = self._items.get(key.to_bytes())
-        if item is None:
-            return [], False
-        users: Iterable[int] = item.likers if after is None else (u for u in item.likers if u > after)
+        likers = self.likers_of(key.to_bytes())
+        users: Iterable[int] = likers if after is None else (u for u in likers if u > after)
         return _page(users, limit)
 
     def liked_items(self, user: int, *, after: ItemKey | None, limit: int) -> tuple[list[ItemKey], bool]:
@@ -486,18 +522,24 @@ class LikeStore:
 
     def state(self, key: bytes) -> bytes | None:
         """The item's full payload, or None if this node has never heard of it."""
-        item = self._items.get(key)
-        return None if item is None else encode_item(item)
+        held = self._items.get(key)
+        if held is None:
+            return None
+        return encode_small_item(held) if isinstance(held, bytes) else encode_item(held)
 
     def weight(self, key: bytes) -> int:
         """About the bytes of the item's state, without encoding it: 15 B a liker, as encoded."""
-        item = self._items.get(key)
-        return 0 if item is None else STATE_BYTES_PERLIKER * len(item.likers) + 64 * len(item.counters)
+        held = self._items.get(key)
+        if not isinstance(held, Item):
+            return STATE_BYTES_PERLIKER * self.count_of(key)
+        return STATE_BYTES_PERLIKER * len(held.likers) + 64 * len(held.counters)
 
     async def state_aside(self, key: bytes) -> bytes | None:
         """``state``, a big item's encoded off the event loop (``encode_item_aside``)."""
-        item = self._items.get(key)
-        return None if item is None else await encode_item_aside(item)
+        held = self._items.get(key)
+        if not isinstance(held, Item):
+            return self.state(key)
+        return await encode_item_aside(held)
 
     def merge(self, key: bytes, payload: bytes) -> None:
         """Join a peer's delta or state into the item; PayloadError (and no change) if invalid."""
@@ -513,9 +555,25 @@ class LikeStore:
 
     def _join(self, raw: bytes, incoming: Item) -> None:
         """Join a valid delta or state into the item and publish the change."""
-        item = self._items.get(raw)
-        if item is None:
-            item = self._new_item(raw)
+        held = self._items.get(raw)
+        if not incoming.counters and not isinstance(held, Item):
+            # A small item, or none yet: a peer's like, or a small state, joins it without unpacking.
+            one = incoming.likers.single_add()
+            if one is not None:
+                user, dot = one
+                was_liked = held is not None and smallset.contains(held, user)
+                packed = smallset.insert(held or smallset.EMPTY, user, dot)
+                if packed is not None:
+                    self._items[raw] = packed
+                    self._changed(raw, (user,) if packed is not held and not was_liked else (), ())
+                    return
+            elif held is None:
+                packed = smallset.pack(incoming.likers)
+                if packed is not None:
+                    self._items[raw] = packed
+                    self._changed(raw, smallset.elements(packed), ())
+                    return
+        item = self._unpacked(raw)
         added, removed = self._merge_likers(item.likers, incoming)
         for name, counter in incoming.counters.items():
             mine = item.counters.get(name)
@@ -523,11 +581,34 @@ class LikeStore:
                 item.counters[name] = counter
             else:
                 mine.merge(counter)
+        self._repack(raw, item)
         self._changed(raw, added, removed)
 
-    def _new_item(self, raw: bytes) -> Item:
-        item = self._items[raw] = Item()
+    def _insert(self, raw: bytes, user: int, dot: int) -> None:
+        """``ORSet.insert`` into the item, a small one kept packed while it stays small."""
+        held = self._items.get(raw)
+        if not isinstance(held, Item):
+            packed = smallset.insert(held or smallset.EMPTY, user, dot)
+            if packed is not None:
+                self._items[raw] = packed
+                return
+        self._unpacked(raw).likers.insert(user, dot)
+
+    def _unpacked(self, raw: bytes) -> Item:
+        """The item under ``raw`` as an ``Item`` held here (a new one if unknown), to change in place;
+        ``_repack`` packs it again once the change is made, if it is small."""
+        held = self._items.get(raw)
+        if isinstance(held, Item):
+            return held
+        item = self._items[raw] = Item(ORSet() if held is None else smallset.unpack(held))
         return item
+
+    def _repack(self, raw: bytes, item: Item) -> None:
+        """Hold ``item`` packed if it is small."""
+        if not item.counters and len(item.likers) <= smallset.MAX_ELEMENTS:
+            packed = smallset.pack(item.likers)
+            if packed is not None:
+                self._items[raw] = packed
 
     @staticmethod
     def _merge_likers(likers: ORSet, incoming: Item) -> tuple[list[int], list[int]]:
@@ -542,6 +623,16 @@ class LikeStore:
         """Publish a change of the item to every listener."""
         for listener in self._listeners:
             listener.changed(raw, added, removed)
+
+
+def _held_dots(held: Held | None, user: int) -> tuple[int, ...]:
+    """The dots that make ``user`` like the item ``held`` (packed, empty if not liked)."""
+    if held is None:
+        return ()
+    if isinstance(held, bytes):
+        dot = smallset.dot_of(held, user)
+        return () if dot is None else (dot,)
+    return held.likers.held_dots(user)
 
 
 def _page(candidates: Iterable[_Ordered], limit: int) -> tuple[list[_Ordered], bool]:

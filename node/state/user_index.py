@@ -8,20 +8,29 @@ of the line, so an item near it does not move in and out on every like.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-
-from node.state.item import Item
+from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol
 
 #: Likers that make an item hot (see the module docstring).
 HOT_ITEM_LIKES = 4096
 
 
+class Items(Protocol):
+    """What the index reads of the store's items."""
+
+    def count_of(self, raw: bytes) -> int:
+        """How many users like the item under ``raw``."""
+
+    def likers_of(self, raw: bytes) -> Collection[int]:
+        """The users who like the item under ``raw``."""
+
+
 class UserIndex:
-    """user -> the items of ``items`` (the store's dict, read here) the user likes."""
+    """user -> the items of ``items`` (the store, read here) the user likes."""
 
     __slots__ = ("_cold_likes", "_hot", "_hot_likes", "_items", "_keys", "_liked_by", "_likes")
 
-    def __init__(self, items: Mapping[bytes, Item], hot_item_likes: int = HOT_ITEM_LIKES) -> None:
+    def __init__(self, items: Items, hot_item_likes: int = HOT_ITEM_LIKES) -> None:
         if hot_item_likes < 2:
             raise ValueError("hot_item_likes must be at least 2")
         self._items = items
@@ -42,12 +51,12 @@ class UserIndex:
     @property
     def likes(self) -> int:
         """Likes held, over every item (the sum of their counts), without a scan of the items."""
-        return self._likes + sum(len(self._items[raw].likers) for raw in self._hot)
+        return self._likes + sum(map(self._items.count_of, self._hot))
 
     def liked_by(self, user: int) -> list[bytes]:
         """The keys of the items ``user`` likes, unordered."""
         raws = list(_keys_of(self._liked_by.get(user)))
-        raws.extend(raw for raw in self._hot if user in self._items[raw].likers)
+        raws.extend(raw for raw in self._hot if user in self._items.likers_of(raw))
         return raws
 
     def changed(self, raw: bytes, added: Sequence[int], removed: Sequence[int]) -> None:
@@ -62,13 +71,13 @@ class UserIndex:
         if raw in self._hot:
             return
         self._add(raw, users)
-        if len(self._items[raw].likers) >= self._hot_likes:
+        if self._items.count_of(raw) >= self._hot_likes:
             self._heat(raw)
 
     def _unindex(self, user: int, raw: bytes) -> None:
         """``user`` no longer likes the item (after its liker set changed)."""
         if raw in self._hot:
-            if len(self._items[raw].likers) < self._cold_likes:
+            if self._items.count_of(raw) < self._cold_likes:
                 self._cool(self._keys[raw])
         else:
             self._drop_entry(user, raw)
@@ -76,13 +85,13 @@ class UserIndex:
     def _heat(self, raw: bytes) -> None:
         """The item became hot: take its likers out of the index."""
         self._hot.add(raw)
-        for user in self._items[raw].likers:
+        for user in self._items.likers_of(raw):
             self._drop_entry(user, raw)
 
     def _cool(self, raw: bytes) -> None:
         """The hot item fell under ``_cold_likes``: put its likers back."""
         self._hot.discard(raw)
-        self._add(raw, self._items[raw].likers)
+        self._add(raw, self._items.likers_of(raw))
 
     def _add(self, raw: bytes, users: Iterable[int]) -> None:
         """Index ``users`` as liking ``raw`` (a shared key)."""

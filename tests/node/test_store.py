@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt import ORSet
+from crdt import ORSet, smallset
 from gossip.errors import PayloadError
 from node.errors import InvalidValue
 from node.state.item import ItemKey, decode_item, encode_item
@@ -340,6 +343,63 @@ def test_the_reverse_index_always_agrees_with_the_liker_sets(
     assert len(prints) == 1
     for checked in stores.values():
         assert index_of(checked, range(5)) == truth_of(checked, keys, range(5))
+
+
+@contextmanager
+def packing_up_to(elements: int) -> Iterator[None]:
+    """Items are held packed up to ``elements`` likers (below 0: never) inside the block."""
+    saved, smallset.MAX_ELEMENTS = smallset.MAX_ELEMENTS, elements
+    try:
+        yield
+    finally:
+        smallset.MAX_ELEMENTS = saved
+
+
+@given(operations)
+def test_a_store_holding_small_items_packed_is_one_that_never_packs(
+    ops: list[tuple[str, str, int, int, str]],
+) -> None:
+    """Items packed up to two likers (so they move in and out of the packed form) and items never
+    packed, fed the same operations: the same answers, states, deltas, index and fingerprints."""
+    twins = [{name: LikeStore(f"{name}-0000000000000000.1") for name in "abc"} for _ in range(2)]
+    keys = [ItemKey("post", i) for i in range(4)]
+    outboxes: list[dict[str, list[tuple[bytes, bytes]]]] = [{name: [] for name in "abc"} for _ in range(2)]
+    for step in ops:
+        for stores, outbox, limit in zip(twins, outboxes, (2, -1), strict=True):
+            with packing_up_to(limit):
+                play(stores, keys, outbox, step)
+        packed, plain = twins
+        for name in "abc":
+            assert [packed[name].state(k.to_bytes()) for k in keys] == [
+                plain[name].state(k.to_bytes()) for k in keys
+            ]
+            assert index_of(packed[name], range(5)) == index_of(plain[name], range(5))
+            assert packed[name].likes == plain[name].likes
+            assert packed[name].fingerprint() == plain[name].fingerprint()
+    assert all(o == p for o, p in zip(*outboxes, strict=True))
+
+
+def test_a_small_item_is_held_packed_until_it_grows_and_again_once_small() -> None:
+    store, peer = LikeStore("n1-a.1"), LikeStore("n2-a.1")
+    raw = POST.to_bytes()
+
+    def packed() -> bool:
+        return type(store._items[raw]) is bytes
+
+    store.like(POST, 1)
+    peer.like(POST, 2)
+    sync(peer, store)  # a peer's like joins the packed form
+    assert packed() and store.count(POST) == 2 and store.liked_items(2, after=None, limit=5)[0] == [POST]
+    for user in range(3, 3 + smallset.MAX_ELEMENTS):
+        store.like(POST, user)
+    assert not packed() and store.count(POST) == smallset.MAX_ELEMENTS + 2
+    for user in range(3, 3 + smallset.MAX_ELEMENTS):
+        store.unlike(POST, user)
+    assert packed() and store.count(POST) == 2 and store.item(raw).likers.value() == {1, 2}
+    store.add_to_counter(POST, "views", 1)  # counters are not packed
+    assert not packed() and store.counters(POST) == {"views": 1} and store.count(POST) == 2
+    store.like(PHOTO, 1)
+    assert store.state(PHOTO.to_bytes()) == encode_item(store.item(PHOTO.to_bytes()))
 
 
 # -- many likes and unlikes at once ------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""A small OR-set in one ``bytes`` value: the form of the long tail's items at rest.
+
+Most items of a catalogue have a few likers. As an ``ORSet`` such an item costs over a kilobyte (the
+set, its dict, its causal context's dict and set); packed it costs one ``bytes`` object, 33 bytes of
+header and 16 a liker::
+
+    [n] [vv entry] * n [element] * k [dot] * k
+
+``n`` one byte; every other field an unsigned 64-bit native int: a version-vector entry as the dot
+``(actor, counter)``, the elements ascending, the dot of each at the same position. So a one-like
+item is 58 bytes. Actor indices are this process's (``crdt.dots``): the form never leaves the process,
+encodings go through ``ORSet``.
+
+A set packs (``pack``) when it is small (``MAX_ELEMENTS``), every element holds one dot and its
+context is a version vector alone: what a set made of sequential likes is (dots count per item and
+writer). Anything else (concurrent adds of one element, dots seen out of order) stays an ``ORSet``
+until it packs again. The functions here answer the store's hot questions on the packed value and
+take a like in place of a new value; everything else unpacks (``unpack``), which is exact: ``pack``
+and ``unpack`` are inverse, and a join is the ``ORSet`` join of the unpacked values.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from typing import Any
+
+from crdt.context import CausalContext
+from crdt.dots import ACTOR_BITS, ACTOR_MASK, actor_index, actor_name
+from crdt.orset import ORSet
+
+#: Elements a packed set holds at most: inserting into it copies the value, 16 bytes an element. A
+#: module global read at call time, so that tests can lower it (below 0: nothing packs).
+MAX_ELEMENTS = 64
+#: Version-vector entries a packed set holds at most (its count is one byte).
+MAX_ACTORS = 255
+
+#: The empty set, packed.
+EMPTY = b"\x00"
+
+
+def pack(s: ORSet) -> bytes | None:
+    """``s`` packed, or None when it is not small (see the module docstring)."""
+    entries, cc = s._entries, s._cc
+    if (
+        s._columns is not None
+        or cc.cloud
+        or len(entries) > MAX_ELEMENTS
+        or len(cc.vv) > MAX_ACTORS
+        or any(type(dots) is not int for dots in entries.values())
+    ):
+        return None
+    elements = sorted(entries)
+    return _build(
+        array("Q", [counter << ACTOR_BITS | actor for actor, counter in sorted(cc.vv.items())]),
+        array("Q", elements),
+        array("Q", [entries[element] for element in elements]),  # type: ignore[misc]
+    )
+
+
+def unpack(packed: bytes) -> ORSet:
+    """The ``ORSet`` ``packed`` holds."""
+    vv, elements, dots = _parts(packed)
+    s = ORSet()
+    s._entries = dict(zip(elements, dots, strict=True))
+    s._cc = cc = CausalContext()
+    cc.vv = {dot & ACTOR_MASK: dot >> ACTOR_BITS for dot in vv}
+    return s
+
+
+def size(packed: bytes) -> int:
+    """How many elements ``packed`` holds."""
+    return (len(packed) - 1 - 8 * packed[0]) >> 4
+
+
+def contains(packed: bytes, element: int) -> bool:
+    """Whether ``element`` is in ``packed``."""
+    return _find(packed, element) >= 0
+
+
+def dot_of(packed: bytes, element: int) -> int | None:
+    """The dot holding ``element`` in ``packed``, or None if absent."""
+    at = _find(packed, element)
+    if at < 0:
+        return None
+    _, _, dots = _parts(packed)
+    return dots[at]
+
+
+def elements(packed: bytes) -> list[int]:
+    """The elements of ``packed``, ascending."""
+    return _parts(packed)[1].tolist()
+
+
+def next_dot(packed: bytes, actor: int) -> int:
+    """``ORSet.next_dot`` of the packed set, for the actor index ``actor``."""
+    for dot in _parts(packed)[0]:
+        if dot & ACTOR_MASK == actor:
+            return dot + (1 << ACTOR_BITS)
+    return 1 << ACTOR_BITS | actor
+
+
+def insert(packed: bytes, element: int, dot: int) -> bytes | None:
+    """``ORSet.insert`` of the packed set: the new value, ``packed`` itself when the dot was seen,
+    or None when the result is not small (the caller unpacks and inserts)."""
+    actor, counter = dot & ACTOR_MASK, dot >> ACTOR_BITS
+    if packed == EMPTY:  # a like of a new item
+        small = counter == 1 and MAX_ELEMENTS > 0
+        return b"\x01" + array("Q", (dot, element, dot)).tobytes() if small else None
+    vv, elements, dots = _parts(packed)
+    for slot, seen in enumerate(vv):
+        if seen & ACTOR_MASK == actor:
+            if counter <= seen >> ACTOR_BITS:
+                return packed
+            if counter != (seen >> ACTOR_BITS) + 1:
+                return None  # out of order: the context needs a cloud
+            vv[slot] = dot
+            break
+    else:
+        if counter != 1 or len(vv) >= MAX_ACTORS:
+            return None
+        vv.insert(bisect_left([d & ACTOR_MASK for d in vv], actor), dot)
+    at = bisect_left(elements, element)
+    if (at < len(elements) and elements[at] == element) or len(elements) >= MAX_ELEMENTS:
+        return None  # a second dot for the element, or too big
+    elements.insert(at, element)
+    dots.insert(at, dot)
+    return _build(vv, elements, dots)
+
+
+def to_wire(packed: bytes) -> list[Any]:
+    """``ORSet.to_wire`` of the packed set, the same list, without unpacking it (an item's digest and
+    state are its encoding: a node digests every item it holds)."""
+    vv, elements, dots = _parts(packed)
+    names = sorted(actor_name(dot & ACTOR_MASK) for dot in vv)
+    local = {actor_index(name): position for position, name in enumerate(names)}
+    pairs = sorted((local[dot & ACTOR_MASK], dot >> ACTOR_BITS) for dot in vv)
+    singles = [
+        x for e, d in zip(elements, dots, strict=True) for x in (e, local[d & ACTOR_MASK], d >> ACTOR_BITS)
+    ]
+    return [names, [x for pair in pairs for x in pair], [], singles, []]
+
+
+def _find(packed: bytes, element: int) -> int:
+    """The position of ``element`` in ``packed``, or -1."""
+    n = packed[0]
+    start = 1 + 8 * n
+    elements = memoryview(packed)[start : start + 8 * ((len(packed) - start) >> 4)].cast("Q")
+    at = bisect_left(elements, element)
+    return at if at < len(elements) and elements[at] == element else -1
+
+
+def _parts(packed: bytes) -> tuple[array[int], array[int], array[int]]:
+    """The version vector, the elements and their dots of ``packed``."""
+    n = packed[0]
+    k = (len(packed) - 1 - 8 * n) >> 4
+    ends = (1 + 8 * n, 1 + 8 * (n + k), len(packed))
+    vv, elements, dots = array("Q"), array("Q"), array("Q")
+    vv.frombytes(packed[1 : ends[0]])
+    elements.frombytes(packed[ends[0] : ends[1]])
+    dots.frombytes(packed[ends[1] : ends[2]])
+    return vv, elements, dots
+
+
+def _build(vv: array[int], elements: array[int], dots: array[int]) -> bytes:
+    return bytes((len(vv),)) + vv.tobytes() + elements.tobytes() + dots.tobytes()
