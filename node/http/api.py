@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -127,7 +128,8 @@ def create_app(
     add_page_routes(app)
     add_live_routes(app, store, node.name)
     metrics.watch_checkpoints(lambda: _lanes(app))
-    dashboard.install(app, node.name, lambda: cluster_status(app), member_urls or {node.name: node.url})
+    members = member_urls or {node.name: node.url}
+    dashboard.install(app, node.name, partial(cluster_status_aside, app), members)
     app.cleanup_ctx.append(_durability)
     return app
 
@@ -399,7 +401,14 @@ async def batch(request: web.Request) -> web.Response:
 @routes.get("/v1/cluster")
 async def cluster(request: web.Request) -> web.Response:
     """This node, the members it sees, and a fingerprint of its state to compare across nodes."""
-    return reply(cluster_status(request.app))
+    return reply(await cluster_status_aside(request.app))
+
+
+async def cluster_status_aside(app: web.Application) -> dict[str, Any]:
+    """``cluster_status``, once the store's fingerprint has caught up in slices between requests: a
+    load of a million new items would otherwise hold the event loop for seconds here."""
+    await app[STORE].fingerprint_aside()
+    return cluster_status(app)
 
 
 def cluster_status(app: web.Application) -> dict[str, Any]:

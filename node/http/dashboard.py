@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -47,7 +47,7 @@ MAX_SAMPLE_GAP = 5.0
 #: How often the page asks for new data, in milliseconds (told to the page in every answer).
 POLL_MS = 1000
 
-LocalStatus = Callable[[], Mapping[str, Any]]
+LocalStatus = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class ConvergenceWatch:
@@ -163,7 +163,7 @@ class Dashboard:
     async def _status_of(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
         """(``GET /v1/cluster`` of node ``name``, None) or (None, why it is shown as down)."""
         if name == self.me:
-            return dict(self._local_status()), None
+            return dict(await self._local_status()), None
         url = self.member_urls[name].rstrip("/") + "/v1/cluster"
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)

@@ -461,6 +461,10 @@ class LikeStore:
         """A digest of the whole store, independent of insertion order: equal stores, equal prints."""
         return self.digests.fingerprint()
 
+    async def fingerprint_aside(self) -> str:
+        """``fingerprint``, without holding the event loop up for long (``ItemDigests``)."""
+        return await self.digests.fingerprint_aside()
+
     def drain_journal(self) -> list[tuple[bytes, bytes]]:
         """The (key, delta payload) of every local write since the last call, for the log.
 

@@ -205,7 +205,10 @@ async def test_rates_are_the_change_between_two_samples() -> None:
         "writes": {"like": 0},
         "gossip": {"bytes_sent": 0, "bytes_received": 0},
     }
-    board = Dashboard("n1", lambda: status, {}, refresh_interval=0.0, clock=lambda: now[0])
+    async def local_status() -> dict[str, Any]:
+        return status
+
+    board = Dashboard("n1", local_status, {}, refresh_interval=0.0, clock=lambda: now[0])
 
     async def sample(at: float, likes: int, traffic: int) -> dict[str, Any]:
         now[0] = at
