@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= cluster.yaml
 
-.PHONY: up test lint install chromium bench-crdt bench-cluster bench-compare bench-scenarios clean
+.PHONY: up test lint install chromium bench-crdt bench-cluster bench-compare bench-longtail bench-scenarios clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-cluster: install
 
 bench-compare: install
 	$(BIN)/python -m bench compare
+
+# Issue 19's long tail: one node, 1,000,000 items liked once each (memory, ingest, restart, disk).
+bench-longtail: install
+	$(BIN)/python -m bench longtail
 
 # Every workload scenario at full size (hot-post alone offers 1,000,000 likes over 5 minutes, twice).
 bench-scenarios: install

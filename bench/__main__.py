@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cluster, compare, crdt, launch, memory, scenarios, servers
+from bench import cluster, compare, crdt, launch, longtail, memory, scenarios, servers
 
 #: The fault harness's nemeses (``bench.faults.NEMESES``; that package is imported only when run).
 NEMESES = ("partition", "kill", "pause", "proxy", "sinks", "disk")
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     mem = add("memory", "bytes per held like of a 1,000,000-like hot post", "folder for memory.json")
     mem.add_argument("--likes", type=int, default=1_000_000, help="likes of the hot post (1,000,000)")
     mem.add_argument("--nodes", type=int, default=0, help="also load a real cluster of this many nodes (0)")
+
+    tail = add(
+        "longtail", "one node, N items liked once: memory, ingest, restart", "folder for longtail.json"
+    )
+    tail.add_argument("--items", type=int, default=1_000_000, help="items, each liked once (1,000,000)")
 
     prop = add("propagation", "replication lag on idle 3- and 5-node clusters", "folder for propagation.json")
     prop.add_argument("--nodes", type=int, nargs="+", default=[3, 5], help="cluster sizes (3 5)")
@@ -165,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         held = memory.run(likes=args.likes, nodes=args.nodes, quick=args.quick, out=args.out)
         print(memory.render(held))
         return 0 if args.quick or held["met"] else 1
+    if args.command == "longtail":
+        tailed = longtail.run(items=args.items, quick=args.quick, out=args.out)
+        print(longtail.render(tailed))
+        return 0 if args.quick or longtail.all_met(tailed) else 1
     if args.command == "propagation":
         measured = cluster.propagation(
             nodes=args.nodes,
