@@ -52,6 +52,7 @@ import logging
 import math
 import time
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -122,8 +123,10 @@ class Lane:
         self.sink = sink
         #: Least seconds between two state writes of an item (0: with every write).
         self._state_interval = SQLITE_STATE_INTERVAL if sink.name == "sqlite" else 0.0
-        #: When each item's state was last written (monotonic seconds), for the intervals above.
-        self._state_written: dict[bytes, float] = {}
+        #: When each item's state was last written (monotonic seconds), for the intervals above, oldest
+        #: first: an entry older than every interval says what no entry says, so it is dropped
+        #: (``_forget_old_writes``) and the table holds the last minute's items, not every item.
+        self._state_written: OrderedDict[bytes, float] = OrderedDict()
         self._batch_items = batch_items
         self._max_backoff = max_backoff
         self._pending: dict[bytes, _Pending] = {}
@@ -275,7 +278,15 @@ class Lane:
                 encoded[raw] = state
         if interval:
             self._state_written[raw] = now
+            self._state_written.move_to_end(raw)
+            self._forget_old_writes(now)
         return state
+
+    def _forget_old_writes(self, now: float) -> None:
+        """Drop the state writes older than the longest interval (see ``_state_written``)."""
+        written, horizon = self._state_written, now - max(SQLITE_STATE_INTERVAL, LARGE_STATE_INTERVAL)
+        while written and next(iter(written.values())) <= horizon:
+            written.popitem(last=False)
 
     def status(self, unseen: Iterable[bytes] = (), unseen_since: float | None = None) -> LaneStatus:
         """This lane's figures, counting also ``unseen``: changed items this lane has not taken yet
