@@ -155,15 +155,18 @@ class Gossiper:
         return self._transport.address
 
     async def start(self) -> None:
-        """Listen, index the replica, contact the seeds, and start the gossip loops."""
+        """Listen, take the replica's keys to index, contact the seeds, and start the gossip loops."""
         if self._running:
             raise GossipError("gossiper already started")
         await self._transport.start(self._receive)
         self._running = True
         self._membership.advertise(self._transport.address)
         try:
-            await self._anti_entropy.catch_up()
-        except BaseException:  # a replica that cannot be indexed: leave nothing listening
+            # What the replica holds at start waits to be indexed, not as a change: the loops index
+            # it in slices once a peer is there to compare with (alone, an index is work nobody reads),
+            # so a node holding millions of items serves at once instead of after digesting them all.
+            self._anti_entropy.refresh(0)
+        except BaseException:  # a replica that cannot be read: leave nothing listening
             self._running = False
             await self._transport.stop()
             raise
