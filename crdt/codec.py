@@ -59,6 +59,20 @@ def encode_small(packed: bytes) -> bytes:
     return bytes((VERSION, Tag.ORSET)) + body
 
 
+def decode_small(data: bytes) -> bytes | None:
+    """The packed set (``crdt.smallset``) ``decode(data)`` would give, when ``data`` is the canonical
+    encoding of a small ``ORSet``; None for anything else, which ``decode`` then reads or rejects."""
+    if len(data) < 3 or data[0] != VERSION or data[1] != Tag.ORSET or len(data) > MAX_ENCODED_BYTES:
+        return None
+    try:
+        wire: Any = msgpack.unpackb(
+            data[2:], raw=False, strict_map_key=True, max_ext_len=0, max_bin_len=0, max_map_len=0
+        )
+    except Exception:  # the trust boundary: ``decode`` reports it
+        return None
+    return smallset.from_wire(wire)
+
+
 def decode(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES) -> CRDT:
     """The value encoded in ``data``; CodecError for anything corrupt, truncated or unsupported."""
     if not isinstance(data, bytes | bytearray | memoryview):

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from itertools import pairwise
 from typing import Any
 
+from crdt.columns import MAX_ELEMENT
 from crdt.context import CausalContext
-from crdt.dots import ACTOR_BITS, ACTOR_MASK, actor_index, actor_name
+from crdt.dots import ACTOR_BITS, ACTOR_MASK, MAX_COUNTER, actor_index, actor_name, valid_actor_name
 from crdt.orset import ORSet
 
 #: Elements a packed set holds at most: inserting into it copies the value, 16 bytes an element. A
@@ -139,6 +141,79 @@ def to_wire(packed: bytes) -> list[Any]:
         x for e, d in zip(elements, dots, strict=True) for x in (e, local[d & ACTOR_MASK], d >> ACTOR_BITS)
     ]
     return [names, [x for pair in pairs for x in pair], [], singles, []]
+
+
+def from_wire(wire: Any) -> bytes | None:
+    """The packed set ``ORSet.from_wire(wire)`` gives, when ``wire`` is the canonical form of a small
+    set (as ``to_wire`` makes it); None for anything else, valid or not, which ``ORSet.from_wire``
+    then reads or rejects. Reading a node's items back at start costs a third of the general path."""
+    if type(wire) is not list or len(wire) != 5:
+        return None
+    names, vv, cloud, singles, multiples = wire
+    if cloud != [] or multiples != [] or type(names) is not list or type(vv) is not list:
+        return None
+    if type(singles) is not list or len(singles) % 3 or len(singles) > 3 * MAX_ELEMENTS:
+        return None
+    n = len(names)
+    if n == 1 and len(singles) == 3 and len(vv) == 2:  # one like by one writer: most items
+        return _one_like(names[0], vv, singles)
+    if n > MAX_ACTORS or len(vv) != 2 * n or vv[0::2] != list(range(n)):  # every actor once, in order
+        return None
+    if not all(type(position) is int for position in vv[0::2]):  # not True for 1
+        return None
+    if not all(map(valid_actor_name, names)) or any(a >= b for a, b in pairwise(names)):
+        return None
+    tops = vv[1::2]
+    if not all(type(top) is int and 0 < top <= MAX_COUNTER for top in tops):
+        return None
+    elements, locals_, counters = singles[0::3], singles[1::3], singles[2::3]
+    if not all(type(e) is int and 0 <= e <= MAX_ELEMENT for e in elements):
+        return None
+    if any(a >= b for a, b in pairwise(elements)):
+        return None
+    if not all(type(i) is int and 0 <= i < n for i in locals_):
+        return None
+    if not all(type(c) is int and 0 < c <= tops[i] for i, c in zip(locals_, counters, strict=True)):
+        return None  # a counter out of range, or a dot the context does not cover
+    if len(set(zip(locals_, counters, strict=True))) != len(elements):
+        return None  # a dot held by two elements
+    try:
+        actors = [actor_index(name) for name in names]
+    except ValueError:  # the process's actor table is full: the general path says so
+        return None
+    dots = [c << ACTOR_BITS | actors[i] for i, c in zip(locals_, counters, strict=True)]
+    context = sorted((top << ACTOR_BITS | a for a, top in zip(actors, tops, strict=True)), key=_actor_of)
+    return _build(array("Q", context), array("Q", elements), array("Q", dots))
+
+
+def _one_like(name: Any, vv: list[Any], singles: list[Any]) -> bytes | None:
+    """``from_wire`` of a set of one element under one writer's dot, with nothing in between."""
+    position, top = vv
+    element, local, counter = singles
+    if (
+        type(position) is not int
+        or position != 0
+        or type(local) is not int
+        or local != 0
+        or type(top) is not int
+        or not 0 < top <= MAX_COUNTER
+        or type(counter) is not int
+        or not 0 < counter <= top
+        or type(element) is not int
+        or not 0 <= element <= MAX_ELEMENT
+        or not valid_actor_name(name)
+        or MAX_ELEMENTS < 1
+    ):
+        return None
+    try:
+        actor = actor_index(name)
+    except ValueError:  # the process's actor table is full: the general path says so
+        return None
+    return b"\x01" + array("Q", (top << ACTOR_BITS | actor, element, counter << ACTOR_BITS | actor)).tobytes()
+
+
+def _actor_of(dot: int) -> int:
+    return dot & ACTOR_MASK
 
 
 def _find(packed: bytes, element: int) -> int:

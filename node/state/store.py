@@ -39,6 +39,7 @@ from node.state.item import (
     ItemKey,
     decode_item,
     decode_like,
+    decode_small_item,
     encode_item,
     encode_item_aside,
     encode_like,
@@ -547,13 +548,19 @@ class LikeStore:
 
     def merge(self, key: bytes, payload: bytes) -> None:
         """Join a peer's delta or state into the item; PayloadError (and no change) if invalid."""
+        raw = key if type(key) is bytes else bytes(key)
         try:
-            if type(key) is not bytes or key not in self._items:  # a key held here was checked before
-                ItemKey.from_bytes(key)
+            if raw not in self._items:  # a key held here was checked before
+                ItemKey.from_bytes(raw)
+                packed = decode_small_item(payload, max_bytes=self._max_payload)
+                if packed is not None:  # a small item new here: its state is the item (a restart)
+                    self._items[raw] = packed
+                    self._changed(raw, smallset.elements(packed), ())
+                    return
             incoming = decode_item(payload, max_bytes=self._max_payload)
         except ItemCodecError as exc:
             raise PayloadError(str(exc)) from exc
-        self._join(bytes(key), incoming)
+        self._join(raw, incoming)
 
     # -- bookkeeping -------------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt import ORSet, encode, smallset
+from crdt import CodecError, ORSet, encode, smallset
 from crdt.codec import encode_small
 from crdt.dots import actor_index, make_dot
 from tests.crdt.kinds import ORSET, histories
@@ -37,9 +38,11 @@ def test_pack_is_exact_and_answers_as_the_set(data: st.DataObject) -> None:
         packed = smallset.pack(s)
         assert (packed is not None) == small(s)
         if packed is None:
+            assert smallset.from_wire(s.to_wire()) is None
             continue
         assert smallset.unpack(packed) == s
         assert encode_small(packed) == encode(s)
+        assert smallset.from_wire(s.to_wire()) == packed
         assert smallset.size(packed) == len(s)
         assert smallset.elements(packed) == sorted(s)
         for element in UNIVERSE:
@@ -87,3 +90,70 @@ def test_one_like_costs_one_small_value() -> None:
     packed = smallset.pack(s)
     assert packed is not None and len(packed) == 25
     assert smallset.insert(smallset.EMPTY, 10**12, s.held_dots(10**12)[0]) == packed
+
+
+#: What a part of a wire form may be replaced by: near misses of every check.
+wire_values = st.one_of(
+    st.integers(-1, 4),
+    st.integers(-2, 2**64 + 1),
+    st.sampled_from(["", "r0", "r1", "a" * 65, None, 1.5, b"x", True, False]),
+    st.lists(st.integers(-1, 3), max_size=7),
+)
+
+
+@given(st.data(), st.integers(0, 4), st.integers(0, 8), wire_values)
+def test_a_wire_form_read_packed_is_one_the_general_path_reads_alike(
+    data: st.DataObject, part: int, at: int, value: object
+) -> None:
+    """Whatever one value of a wire form is replaced by, the packed reading either declines or gives
+    exactly the packed set the general reading gives: it never accepts what ``ORSet.from_wire``
+    rejects, never reads it otherwise."""
+    for s in sets(data.draw):
+        wire = s.to_wire()
+        target = wire[part]
+        if target and data.draw(st.booleans()):
+            target[at % len(target)] = value
+        else:
+            wire[part] = value
+        packed = smallset.from_wire(wire)
+        if packed is None:
+            continue
+        assert smallset.pack(ORSet.from_wire(wire)) == packed
+
+
+def test_a_wire_form_the_general_path_rejects_is_never_read_packed() -> None:
+    s = ORSet()
+    s.add("r0", 5)
+    s.add("r0", 9)
+    names, vv, cloud, singles, multiples = s.to_wire()
+    assert smallset.from_wire([names, vv, cloud, singles, multiples]) == smallset.pack(s)
+    for bad in (
+        [5, 0, 1, 9, 0, 1],  # one dot held by two elements
+        [5, 0, 1, 9, 0, 3],  # a dot the context has not seen
+        [9, 0, 1, 5, 0, 2],  # elements out of order
+        [5, 1, 1, 9, 0, 2],  # an actor the names do not list
+    ):
+        with pytest.raises(CodecError):
+            ORSet.from_wire([names, vv, cloud, bad, multiples])
+        assert smallset.from_wire([names, vv, cloud, bad, multiples]) is None
+    assert smallset.from_wire([["r1", "r0"], [0, 1, 1, 1], [], [], []]) is None  # names out of order
+
+
+def test_a_bool_is_not_an_int_on_the_wire() -> None:
+    """msgpack has booleans, and ``False == 0``: the packed reading must reject them as the general
+    one does, in the one-like form too."""
+    one = ORSet()
+    one.add("r0", 5)
+    names, vv, cloud, singles, multiples = one.to_wire()
+    two = ORSet()
+    two.add("r0", 5)
+    two.add("r1", 6)
+    for wire in (
+        [names, [False, vv[1]], cloud, singles, multiples],
+        [names, vv, cloud, [singles[0], False, singles[2]], multiples],
+        [names, vv, cloud, [singles[0], singles[1], True], multiples],
+        [two.to_wire()[0], [False, 1, True, 1], [], two.to_wire()[3], []],
+    ):
+        with pytest.raises(CodecError):
+            ORSet.from_wire(wire)
+        assert smallset.from_wire(wire) is None

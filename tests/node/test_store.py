@@ -401,6 +401,17 @@ def test_a_small_item_is_held_packed_until_it_grows_and_again_once_small() -> No
     store.like(PHOTO, 1)
     assert store.state(PHOTO.to_bytes()) == encode_item(store.item(PHOTO.to_bytes()))
 
+    # A peer's state of a small item new here is held packed as it is; of one held here, joined.
+    peer.like(PHOTO, 9)
+    state = peer.state(PHOTO.to_bytes())
+    assert state is not None
+    fresh = LikeStore("n3-a.1")
+    fresh.merge(PHOTO.to_bytes(), state)
+    assert type(fresh._items[PHOTO.to_bytes()]) is bytes and fresh.state(PHOTO.to_bytes()) == state
+    assert fresh.liked_items(9, after=None, limit=5)[0] == [PHOTO]
+    store.merge(memoryview(PHOTO.to_bytes()), state)  # type: ignore[arg-type]  # as a frame hands it over
+    assert store.item(PHOTO.to_bytes()).likers.value() == {1, 9}
+
 
 # -- many likes and unlikes at once ------------------------------------------------------------------
 
