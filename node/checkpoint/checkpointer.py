@@ -37,7 +37,8 @@ Redis and MySQL, except that an item with more than ``LARGE_ITEM_LIKES`` likers 
 at most every ``LARGE_STATE_INTERVAL`` seconds (a hot post's state is megabytes; its like_records rows
 are written every time); its lane then writes the deferred state once the interval is over, even if
 the item changes no more, and until then counts the item pending in a sink ``likes restore`` reads.
-SQLite gets an item's state at most every ``SQLITE_STATE_INTERVAL``: the file lives in the node's
+SQLite gets the state of an item of more than ``SMALL_STATE_LIKES`` likers at most every
+``SQLITE_STATE_INTERVAL`` (a smaller one's with its rows, every time): the file lives in the node's
 data directory, next to the log that already holds every state, so its states only spare a restore
 from the log, and encoding one at every write would cost a sizeable share of each like's CPU.
 """
@@ -70,6 +71,10 @@ LARGE_ITEM_LIKES = 10_000
 LARGE_STATE_INTERVAL = 30.0
 #: Seconds between state writes of any item to the embedded SQLite file (see the module docstring).
 SQLITE_STATE_INTERVAL = 60.0
+#: Items with at most this many likers have their state written with their rows, whatever the
+#: interval: their states are a few hundred bytes, quick to encode, and nothing is remembered of them
+#: (a long tail of millions of items written once would otherwise keep a timestamp each).
+SMALL_STATE_LIKES = 100
 #: The sinks ``likes restore`` reads item states from (``node.checkpoint.restore``): a change is pending there
 #: until a state holding it is written, not merely its rows.
 RESTORE_SINKS = frozenset({"mysql"})
@@ -266,7 +271,8 @@ class Lane:
         A large item's state encoded for one lane this round is reused by the others (``encoded``):
         it is megabytes."""
         likes = len(item.likers)
-        interval = max(self._state_interval, LARGE_STATE_INTERVAL if likes > LARGE_ITEM_LIKES else 0.0)
+        interval = 0.0 if likes <= SMALL_STATE_LIKES else self._state_interval
+        interval = max(interval, LARGE_STATE_INTERVAL if likes > LARGE_ITEM_LIKES else 0.0)
         now = time.monotonic()
         written = self._state_written.get(raw)
         if interval and not full and written is not None and now - written < interval:

@@ -29,6 +29,7 @@ async def test_states_wait_out_the_interval_and_old_writes_are_forgotten(
     sqlite_sink: SqliteSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checkpointer_module, "SQLITE_STATE_INTERVAL", INTERVAL)
+    monkeypatch.setattr(checkpointer_module, "SMALL_STATE_LIKES", 0)  # one liker is not small here
     monkeypatch.setattr(checkpointer_module, "LARGE_STATE_INTERVAL", INTERVAL / 2)
     store = LikeStore("n1-0123456789abcdef.1")
     lane = Lane(sqlite_sink, batch_items=2, max_backoff=1.0)
@@ -53,3 +54,21 @@ async def test_states_wait_out_the_interval_and_old_writes_are_forgotten(
     assert list(lane._state_written) == [keys[1].to_bytes()]
     await write((keys[0], 3))  # forgotten means due: its state is written at once
     assert (await stored(sqlite_sink))[keys[0]] == {1, 2, 3}
+
+
+async def test_a_small_item_has_its_state_written_every_time_and_is_not_remembered(
+    sqlite_sink: SqliteSink,
+) -> None:
+    store = LikeStore("n1-0123456789abcdef.1")
+    lane = Lane(sqlite_sink, batch_items=10, max_backoff=1.0)
+    key = ItemKey("post", 1)
+    for user in range(1, checkpointer_module.SMALL_STATE_LIKES + 1):
+        store.like(key, user)
+        lane.absorb(store.drain_dirty(), since=time.monotonic())
+        await lane.flush(store, int(time.time() * 1000), {})
+        assert (await stored(sqlite_sink))[key] == set(range(1, user + 1))
+    assert not lane._state_written
+    store.like(key, 0)  # one more: no longer small, so from now on its state waits out the interval
+    lane.absorb(store.drain_dirty(), since=time.monotonic())
+    await lane.flush(store, int(time.time() * 1000), {})
+    assert list(lane._state_written) == [key.to_bytes()]
