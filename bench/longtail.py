@@ -16,12 +16,19 @@ checkpoints on) is loaded through ``POST /v1/batch``, 1,000 ops a request from `
   /v1/counts``): judged on both together, what an operator's restart takes;
 - **disk per item**: the data directory's allocated bytes (as ``du``), after the load has drained.
 
+Beside the node, **in-process** (seconds, always): a ``LikeStore`` fed the same items through
+``apply_likes`` 1,000 at a time, its log journal, gossip deltas and dirty set drained and every item
+digested as a node does; tracemalloc's bytes per item by allocation site (the keys are made inside the
+traced region, as a request parser makes them), and untraced, items applied per second and items
+restored per second from their states (what a start reads from the snapshot).
+
 Counts are checked exact throughout (every op acknowledged as a change, the node's item and like
 totals, the sampled counts before and after the restart); an inexact run misses its goals.
 """
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
@@ -29,6 +36,7 @@ import random
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -403,6 +411,63 @@ def measure(nodes: NodeProcesses, items: int, settle: float) -> dict[str, Any]:
     }
 
 
+def in_process(items: int) -> dict[str, Any]:
+    """Traced bytes per item of a store holding ``items`` single-like items, and untraced apply and
+    restore rates (see the module)."""
+    from node.state.item import ItemKey
+    from node.state.store import LikeStore
+
+    def fill(store: LikeStore) -> None:
+        for start in range(0, items, BATCH_OPS):
+            end = min(start + BATCH_OPS, items)
+            keys = [ItemKey(CONTENT_TYPE, ITEM_BASE + i).to_bytes() for i in range(start, end)]
+            users = [USER_BASE + i for i in range(start, end)]
+            store.apply_likes(keys, users, [True] * len(keys))
+            store.drain_journal()
+            store.drain_deltas()
+            store.drain_dirty()
+        for raw in store.drain_changed():
+            store.digest(raw)
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        traced = LikeStore("n1")
+        fill(traced)
+        gc.collect()
+        total = tracemalloc.get_traced_memory()[0]
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    by_site: dict[str, int] = {}
+
+    def by_size(entry: tuple[str, int]) -> int:
+        return -entry[1]
+
+    for stat in snapshot.statistics("filename"):
+        name = stat.traceback[0].filename
+        site = "crdt" if "/crdt/" in name else Path(name).name
+        by_site[site] = by_site.get(site, 0) + stat.size
+    del traced, snapshot
+    started = time.perf_counter()
+    store = LikeStore("n1")
+    fill(store)
+    applied = time.perf_counter() - started
+    states = [(raw, store.state(raw)) for raw in store.item_keys()]
+    started = time.perf_counter()
+    restored = LikeStore("n1")
+    damaged = restored.restore((raw, state) for raw, state in states if state is not None)
+    restoring = time.perf_counter() - started
+    return {
+        "items": items,
+        "bytes_per_item": total / items,
+        "by_allocation_site": {site: size / items for site, size in sorted(by_site.items(), key=by_size)},
+        "applied_per_second": items / applied,
+        "restored_per_second": items / restoring,
+        "exact": len(store) == len(restored) == items and restored.likes == items and not damaged,
+    }
+
+
 def run(*, items: int = 1_000_000, quick: bool = False, out: Path | None = None) -> dict[str, Any]:
     """One long-tail run on a fresh node in a temporary directory; written to ``out/longtail.json``."""
     if quick:
@@ -417,6 +482,8 @@ def run(*, items: int = 1_000_000, quick: bool = False, out: Path | None = None)
             measured = measure(nodes, items, settle)
         finally:
             nodes.stop_all()
+    measured["in_process"] = in_process(items)
+    measured["exact"]["in_process"] = measured["in_process"]["exact"]
     memory = measured["memory"]
     worst = [memory[when]["rss_per_item"] for when in ("drained", "restart_drained")]
     results: dict[str, Any] = {
@@ -481,6 +548,8 @@ def render(results: dict[str, Any]) -> str:
     cores += "" if share is None else f", machine {share:.0%} busy"
     stop = "" if restart["stop_status"] == 0 else f", stop status {restart['stop_status']}"
     memory_goal = f"<= {goals['bytes_per_item']:.0f} B"
+    inside = results["in_process"]
+    sites = ", ".join(f"{site} {size:.0f}" for site, size in list(inside["by_allocation_site"].items())[:5])
     lines = [
         f"Long tail, one node, {per_item} liked once each (a new item and user per like), "
         f"POST /v1/batch of {results['batch_ops']:,} ops from {results['clients']} clients",
@@ -503,7 +572,10 @@ def render(results: dict[str, Any]) -> str:
         f"| {memory_goal} | {fits('restart_drained')} |",
         f"| data dir on disk per item, drained (du; {disk['drained']['allocated'] / 2**20:,.1f} MiB) "
         f"| {disk['bytes_per_item']:.1f} B | | |",
-        f"| counts exact (acknowledged, totals, samples before and after restart) | "
+        f"| in-process: traced bytes per item of a store ({sites}) | {b(inside['bytes_per_item'])} | | |",
+        f"| in-process: items applied, and restored from their states | "
+        f"{inside['applied_per_second']:,.0f}/s, {inside['restored_per_second']:,.0f}/s | | |",
+        f"| counts exact (acknowledged, totals, samples before and after restart, in-process) | "
         f"{'yes' if met['exact'] else 'no: ' + ', '.join(k for k, v in results['exact'].items() if not v)} "
         f"| exact | {yes(met['exact'])} |",
     ]
