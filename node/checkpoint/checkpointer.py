@@ -54,7 +54,7 @@ import math
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -99,11 +99,12 @@ def owner(key: bytes, members: Iterable[str]) -> str | None:
     return None if best is None else best[1]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    """What a lane still has to write for one item."""
+    """What a lane still has to write for one item: the users whose like changed (a list, as the
+    store's dirty set keeps them: possibly repeated), or all of them when ``full``."""
 
-    users: set[int] = field(default_factory=set)
+    users: list[int] = field(default_factory=list)
     full: bool = False
     #: When the oldest change it holds reached the store (monotonic seconds; inf before the first).
     since: float = math.inf
@@ -153,7 +154,7 @@ class Lane:
         self.errors = 0
         self.last_error: str | None = None
 
-    def absorb(self, dirty: Mapping[bytes, set[int]], *, since: float, full: bool = False) -> None:
+    def absorb(self, dirty: Mapping[bytes, Collection[int]], *, since: float, full: bool = False) -> None:
         """Add changed items (and their changed users) to what this lane must write; ``since``: when
         the oldest of these changes reached the store."""
         if not dirty:
@@ -164,7 +165,7 @@ class Lane:
             if pending is None:
                 pending = self._pending[raw] = _Pending(since=self._unstated.pop(raw, math.inf))
             pending.since = min(pending.since, since)
-            pending.users |= users
+            pending.users.extend(users)
             pending.full = pending.full or full
 
     def forget(self, keep: Callable[[bytes], bool]) -> None:
@@ -327,13 +328,14 @@ def _checkpoint(
 ) -> ItemCheckpoint:
     """The item as it is now, for the users pending (or all of them when ``full``)."""
     likers = item.likers
+    users = set(pending.users)
     liked: Mapping[int, int]
     if pending.full:
         liked = LikedAt(likers, now_ms)
-        unliked: list[int] = [user for user in pending.users if user not in likers]
+        unliked: list[int] = [user for user in users if user not in likers]
     else:
-        liked = {user: now_ms for user in pending.users if user in likers}
-        unliked = [user for user in pending.users if user not in likers]
+        liked = {user: now_ms for user in users if user in likers}
+        unliked = [user for user in users if user not in likers]
     return ItemCheckpoint(
         key=ItemKey.from_bytes(raw),
         count=len(likers),
@@ -418,7 +420,7 @@ class Checkpointer:
         self._takeover: tuple[float, frozenset[str] | None] | None = None
         #: The store's dirty items taken but not yet handed to the lanes (a status read takes them, to
         #: count them by owner), and when the oldest of their changes reached the store.
-        self._taken: dict[bytes, set[int]] = {}
+        self._taken: dict[bytes, list[int]] = {}
         self._taken_since: float | None = None
         #: When the store's dirty items were last taken: any change taken later was made after it.
         self._drained = time.monotonic()
@@ -468,7 +470,7 @@ class Checkpointer:
             return
         if self._taken:
             for raw, users in dirty.items():
-                self._taken.setdefault(raw, set()).update(users)
+                self._taken.setdefault(raw, []).extend(users)
         else:
             self._taken = dirty
         self._taken_since = since if self._taken_since is None else min(self._taken_since, since)
@@ -534,7 +536,8 @@ class Checkpointer:
         the log made dirty)."""
         is_mine = self._owned_by_me(after)
         was_mine = (lambda raw: False) if before is None else self._owned_by_me(before | {self._me})
-        gained = {raw: set[int]() for raw in self._store.item_keys() if is_mine(raw) and not was_mine(raw)}
+        keys = (raw for raw in self._store.item_keys() if is_mine(raw) and not was_mine(raw))
+        gained: dict[bytes, Collection[int]] = dict.fromkeys(keys, ())  # full: every user, none named
         if gained:
             log.info("members changed; this node now owns %d more items", len(gained))
             for lane in self.lanes:

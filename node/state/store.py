@@ -475,7 +475,7 @@ class LikeStore:
         journal, self._journal = self._journal, []
         return journal
 
-    def drain_dirty(self) -> dict[bytes, set[int]]:
+    def drain_dirty(self) -> dict[bytes, list[int]]:
         """The items changed since the last call (writes and merges alike), each with the users whose
         like changed in it (empty when only counters did): what the checkpointer must write."""
         return self.dirty.drain()

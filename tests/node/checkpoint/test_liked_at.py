@@ -30,7 +30,7 @@ def test_a_snapshot_does_not_follow_later_likes() -> None:
     likers = ORSet()
     for user in (3, 1, 2):
         likers.add("n1", user)
-    checkpoint = _checkpoint(ItemKey("post", 1).to_bytes(), Item(likers=likers), _Pending({9}, True), 5, None)
+    checkpoint = _checkpoint(ItemKey("post", 1).to_bytes(), Item(likers=likers), _Pending([9], True), 5, None)
     likers.add("n1", 4)
     assert isinstance(checkpoint.liked, LikedAt) and list(checkpoint.liked) == [1, 2, 3]
     assert list(checkpoint.unliked) == [9]
