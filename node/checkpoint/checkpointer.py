@@ -507,18 +507,23 @@ class Checkpointer:
             self._takeover = (now + self._takeover_delay, self._members)
         if self._members - members and self._member_left is None:
             self._member_left = now
-        self._members = members
+        members_changed, self._members = members != self._members, members
         if self._takeover is not None and now >= self._takeover[0]:
             self._take_over(
                 self._takeover[1], members, since=now if self._member_left is None else self._member_left
             )
             self._takeover = None
             self._member_left = None
+        # Each item is hashed once, as it comes in; what is pending was this node's when it came in,
+        # so it is looked at again only when the members change.
         mine = self._owned_by_me(members)
+        if since is not None and len(members) > 1:
+            dirty = {raw: users for raw, users in dirty.items() if mine(raw)}
         for lane in self.lanes:
             if since is not None:
                 lane.absorb(dirty, since=since)
-            lane.forget(mine)
+            if members_changed:
+                lane.forget(mine)
         now_ms = int(time.time() * 1000)
         encoded: dict[bytes, bytes] = {}
         for lane in self.lanes:
@@ -526,6 +531,8 @@ class Checkpointer:
                 await lane.flush(self._store, now_ms, encoded)
 
     def _owned_by_me(self, members: frozenset[str]) -> Callable[[bytes], bool]:
+        if members == {self._me}:  # alone: everything, without a hash per item
+            return lambda raw: True
         ordered = sorted(members)
         return lambda raw: owner(raw, ordered) == self._me
 
