@@ -227,7 +227,7 @@ class ApiSettings:
     max_body_bytes: int = _bounded(1024 * 1024, 1, 64 * 1024 * 1024)
     #: Most operations in one ``POST /v1/batch``.
     max_batch_ops: int = _bounded(1_000, 1, 100_000)
-    #: Most items in one ``POST /v1/counts``.
+    #: Most items in one ``POST /v1/counts`` or ``POST /v1/users/{user}/liked``.
     max_count_items: int = _bounded(1_000, 1, 100_000)
     #: Page size when ``limit`` is not given.
     default_page_limit: int = _bounded(100, 1, 100_000)

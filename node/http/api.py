@@ -197,7 +197,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 #: Methods that change something; each needs a token when tokens are set (except the POSTs below).
 _WRITES = frozenset({"PUT", "POST", "DELETE", "PATCH"})
 #: POST routes that only read.
-_READ_POSTS = frozenset({"/v1/counts"})
+_READ_POSTS = frozenset({"/v1/counts", "/v1/users/{user}/liked"})
 
 
 @web.middleware
@@ -375,6 +375,16 @@ async def counts(request: web.Request) -> web.Response:
     keys = inputs.count_request(await read_json(request), request.app[SETTINGS].max_count_items)
     store = request.app[STORE]
     return reply({"counts": [store.count(key) for key in keys]})
+
+
+@routes.post("/v1/users/{user}/liked")
+async def liked_many(request: web.Request) -> web.Response:
+    """Whether the user likes each of many items, in the order asked: a feed asks it of every post it
+    shows at once, in one round trip."""
+    user = inputs.uint64(request.match_info["user"], "user")
+    keys = inputs.count_request(await read_json(request), request.app[SETTINGS].max_count_items)
+    store = request.app[STORE]
+    return reply({"user": user, "liked": [store.liked(key, user) for key in keys]})
 
 
 @routes.post("/v1/batch")

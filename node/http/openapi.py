@@ -93,6 +93,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Counts": _obj({"counts": {"type": "array", "items": _COUNT}}),
+    "LikedMany": _obj({"user": _UINT64, "liked": {"type": "array", "items": {"type": "boolean"}}}),
     "BatchOp": _obj(
         {
             "op": {"type": "string", "enum": ["like", "unlike"]},
@@ -422,6 +423,15 @@ PATHS: dict[str, Any] = {
             "Like counts of many items, in the order asked (a read)",
             _json(_ref("schemas", "Counts"), "one count per item"),
             _BODY_ERRORS,
+            body="CountsRequest",
+        ),
+    },
+    "/v1/users/{user}/liked": {
+        "post": _op(
+            "Whether the user likes each of many items, in the order asked (a read)",
+            _json(_ref("schemas", "LikedMany"), "one answer per item"),
+            _BODY_ERRORS,
+            params=["user"],
             body="CountsRequest",
         ),
     },

@@ -108,6 +108,18 @@ async def test_counts_of_many_items_in_order(client: Client) -> None:
     assert await call(client, "POST", "/v1/counts", json={"items": []}) == {"counts": []}
 
 
+async def test_whether_a_user_likes_many_items_in_order(client: Client) -> None:
+    await call(client, "PUT", f"{ITEM}/likes/1")
+    await call(client, "PUT", "/v1/items/photo/1/likes/1")
+    await call(client, "PUT", "/v1/items/photo/1/likes/2")
+    items = [{"type": "post", "id": 42}, {"type": "nothing", "id": 1}, {"type": "photo", "id": "1"}]
+    answer = await call(client, "POST", "/v1/users/1/liked", json={"items": items})
+    assert answer == {"user": 1, "liked": [True, False, True]}
+    answer = await call(client, "POST", "/v1/users/2/liked", json={"items": items})
+    assert answer == {"user": 2, "liked": [False, False, True]}
+    assert await call(client, "POST", "/v1/users/3/liked", json={"items": []}) == {"user": 3, "liked": []}
+
+
 async def test_batch_applies_in_order_with_one_result_per_op(client: Client) -> None:
     ops = [
         {"op": "like", "type": "post", "id": 42, "user": 1},
@@ -257,9 +269,16 @@ async def test_batch_bodies_of_the_wrong_shape_are_400(client: Client, body: Any
     ],
 )
 async def test_bad_counts_requests_are_rejected(client: Client, body: Any, status: int) -> None:
-    await expect_error(
-        client, "POST", "/v1/counts", status, "invalid" if status == 422 else "malformed", json=body
-    )
+    code = "invalid" if status == 422 else "malformed"
+    await expect_error(client, "POST", "/v1/counts", status, code, json=body)
+    await expect_error(client, "POST", "/v1/users/1/liked", status, code, json=body)
+    assert await call(client, "GET", "/v1/users/1/likes") == {"user": 1, "items": [], "next": None}
+
+
+async def test_a_bad_user_in_a_bulk_liked_request_is_invalid(client: Client) -> None:
+    body = {"items": [{"type": "post", "id": 1}]}
+    await expect_error(client, "POST", f"/v1/users/{2**64}/liked", 422, "invalid", json=body)
+    await expect_error(client, "POST", "/v1/users/x/liked", 422, "invalid", json=body)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,11 @@ def test_batch_counts_likers_and_my_likes_work_across_nodes(cluster: Cluster) ->
     cluster.everywhere("/v1/items/photo/1/likes?limit=1", page)
     mine = [{"type": "photo", "id": 1}, {"type": "photo", "id": 2}]
     cluster.everywhere("/v1/users/41/likes", {"user": 41, "items": mine, "next": None})
+    liked = {"user": 41, "liked": [True, True, False, False]}
+    cluster.eventually(
+        lambda: all(cluster.call(n, "POST", "/v1/users/41/liked", {"items": items}) == liked for n in NODES),
+        "bulk has-liked on every node",
+    )
     cluster.everywhere("/v1/users/40/likes?limit=2", {"user": 40, "items": mine, "next": "photo:2"})
     rest = cluster.call("n3", "GET", "/v1/users/40/likes?limit=2&after=photo:2")
     assert rest == {"user": 40, "items": [{"type": "photo", "id": 3}], "next": None}
