@@ -1,4 +1,4 @@
-"""The ``likes`` command line: ``up``, ``node``, ``status``, ``restore`` and ``keys``.
+"""The ``likes`` command line: ``up``, ``node``, ``status``, ``restore``, ``keys`` and ``config check``.
 
 A bad cluster file is reported in one line naming the key, with exit status 2 and no traceback, so a
 typo reads as a typo and not as a crash.
@@ -10,13 +10,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
-from node.process.logs import LOG_FORMAT_CHOICES
+from node.process.logs import LOG_FORMAT_CHOICES, LOG_LEVEL_CHOICES
 
 if TYPE_CHECKING:
     from gossip.tcp import Route
@@ -28,18 +29,19 @@ EXIT_CONFIG = 2
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one subcommand per task."""
     parser = argparse.ArgumentParser(prog="likes", description="A CRDT like-counter cluster.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="start every node of the cluster file that lives on this host")
     up.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
-    _log_format_option(up)
+    _log_options(up)
     _discard_snapshot_option(up)
 
     node = commands.add_parser("node", help="run one node in the foreground")
     node.add_argument("--config", type=Path, default=Path("cluster.yaml"), help="cluster file (cluster.yaml)")
     node.add_argument("--name", required=True, help="which node of the cluster file to run")
     node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-    _log_format_option(node)
+    _log_options(node)
     _discard_snapshot_option(node)
 
     status = commands.add_parser(
@@ -80,16 +82,48 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--force", action="store_true", help="skip the check that every node is ready (use, remove)"
     )
+
+    check = commands.add_parser(
+        "config",
+        help="check a cluster file as a node would read it, its environment included",
+        description="Exit 0 and summarise the cluster file if a node would start with it; else exit 2 "
+        "with one line naming the key (the secret's environment variable included).",
+    )
+    check.add_argument("action", choices=["check"])
+    check.add_argument("config", type=Path, nargs="?", default=Path("cluster.yaml"), help="(cluster.yaml)")
     return parser
 
 
-def _log_format_option(parser: argparse.ArgumentParser) -> None:
+def package_version() -> str:
+    """The installed package's version."""
+    try:
+        return version("likes")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMAT_CHOICES,
         default="auto",
         help="node logs: JSON lines, or text for a human (auto: text on a terminal, else json)",
     )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVEL_CHOICES, default="info", help="least severe records logged (info)"
+    )
+
+
+def _check(path: Path, config: ClusterConfig) -> int:
+    """``likes config check``: what a node would need of its environment, then a summary."""
+    config.security.resolve()
+    sinks = config.checkpoint.with_environment()
+    wanted = (("sqlite", sinks.sqlite), ("redis", sinks.redis_url), ("mysql", sinks.mysql_url))
+    named = [name for name, on in wanted if on]
+    nodes = ", ".join(f"{spec.name} ({spec.host}:{spec.http_port})" for spec in config.nodes)
+    print(f"{path}: ok: {len(config.nodes)} nodes: {nodes}")
+    print(f"  data: {config.storage.data_dir}; checkpoints: {', '.join(named) or 'none'}")
+    return 0
 
 
 def _discard_snapshot_option(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +180,7 @@ def main(
                 args.config.resolve(),
                 config,
                 log_format=args.log_format,
+                log_level=args.log_level,
                 discard_damaged_snapshot=args.discard_damaged_snapshot,
             )
         if args.command == "node":
@@ -157,6 +192,7 @@ def main(
                 args.name,
                 parent_pid=os.getppid() if args.exit_with_parent else None,
                 log_format=args.log_format,
+                log_level=args.log_level,
                 discard_damaged_snapshot=args.discard_damaged_snapshot,
                 gossip_route=gossip_route,
                 mark_durable=mark_durable,
@@ -172,6 +208,8 @@ def main(
             return restore_from_mysql(config, names)
         if args.command == "keys":
             return _keys(args, config)
+        if args.command == "config":
+            return _check(args.config, config)
         from node.process.status import report_status
 
         return report_status(config, as_json=args.json)

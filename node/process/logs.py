@@ -29,6 +29,8 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 LogFormat = Literal["json", "text"]
 #: What ``--log-format`` accepts.
 LOG_FORMAT_CHOICES: Final = ("auto", "json", "text")
+#: What ``--log-level`` accepts: the least severe records written.
+LOG_LEVEL_CHOICES: Final = ("debug", "info", "warning", "error")
 
 #: Attributes every ``LogRecord`` has (on this Python), plus those formatting adds: anything else on a
 #: record came from ``extra`` and is printed as a key/value.
@@ -109,11 +111,17 @@ def log_handler(node: str, log_format: LogFormat, stream: TextIO) -> logging.Han
     return handler
 
 
-def configure_logging(node: str, choice: str = "auto", *, stream: TextIO | None = None) -> LogFormat:
-    """Route every log record of this process to ``stream`` (stderr) as ``node``'s; the format used."""
+def configure_logging(
+    node: str, choice: str = "auto", *, level: str = "info", stream: TextIO | None = None
+) -> LogFormat:
+    """Route every log record of ``level`` or above (``LOG_LEVEL_CHOICES``) of this process to
+    ``stream`` (stderr) as ``node``'s; the format used."""
+    if level not in LOG_LEVEL_CHOICES:
+        raise ValueError(f"unknown log level {level!r}")
     stream = sys.stderr if stream is None else stream
     log_format = resolve_format(choice, stream)
-    logging.basicConfig(level=logging.INFO, handlers=[log_handler(node, log_format, stream)], force=True)
+    handlers = [log_handler(node, log_format, stream)]
+    logging.basicConfig(level=level.upper(), handlers=handlers, force=True)
     logging.captureWarnings(True)  # a library's warning is a record too, not a stray unformatted line
     return log_format
 

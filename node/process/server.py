@@ -225,13 +225,14 @@ def run_node(
     *,
     parent_pid: int | None = None,
     log_format: str = "auto",
+    log_level: str = "info",
     discard_damaged_snapshot: bool = False,
     gossip_route: Route | None = None,
     mark_durable: bool = False,
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
-    ``log_format`` (``node.process.logs``); ``discard_damaged_snapshot`` is the operator's leave to start
-    without a damaged snapshot (``WriteAheadLog.open``).
+    ``log_format`` from ``log_level`` up (``node.process.logs``); ``discard_damaged_snapshot`` is the
+    operator's leave to start without a damaged snapshot (``WriteAheadLog.open``).
 
     Two seams for tests, which production never uses and no setting or variable turns on (a test
     starts the node through ``bench.testnode``): ``gossip_route`` cuts and detours gossip frames
@@ -240,7 +241,7 @@ def run_node(
     config = load_config(config_path)
     spec = config.node(name)
     keys = config.security.resolve_keys()
-    configure_logging(name, log_format)
+    configure_logging(name, log_format, level=log_level)
     one_arena()  # before the log's and the checkpoint's threads (node.process.heap)
     with NodeDataDir(config.storage.data_dir, spec.name) as data_dir:
         wal = WriteAheadLog(

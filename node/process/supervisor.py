@@ -76,12 +76,16 @@ def run_cluster(
     *,
     out: TextIO = sys.stdout,
     log_format: str = "auto",
+    log_level: str = "info",
     discard_damaged_snapshot: bool = False,
 ) -> int:
     """Start the local nodes, wait for a signal, stop them; the exit status of ``likes up``. The
-    nodes log in ``log_format`` to the supervisor's stderr; ``discard_damaged_snapshot`` goes to
-    every node started, restarts included (``likes node --discard-damaged-snapshot``)."""
-    options = ("--discard-damaged-snapshot",) if discard_damaged_snapshot else ()
+    nodes log in ``log_format`` from ``log_level`` up to the supervisor's stderr;
+    ``discard_damaged_snapshot`` goes to every node started, restarts included (``likes node
+    --discard-damaged-snapshot``)."""
+    options = ["--log-level", log_level]
+    if discard_damaged_snapshot:
+        options.append("--discard-damaged-snapshot")
     local = [spec for spec in config.nodes if is_local(spec.host)]
     if not local:
         print("likes up: no node of the cluster file lives on this host", file=sys.stderr)

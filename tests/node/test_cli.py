@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,31 @@ def test_a_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Path, comma
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "nodes[0].gossip_port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_version_names_the_installed_package() -> None:
+    result = likes("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"likes {version('likes')}"
+
+
+def test_config_check_passes_what_a_node_would_start_with_and_names_what_it_would_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, http = one_node_on_free_ports(tmp_path)
+    assert main(["config", "check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"{config}: ok: 1 nodes: n1 (127.0.0.1:{http})" in out and "checkpoints: sqlite" in out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  - {name: n1, host: 127.0.0.1, http_port: 8001, gossip_port: x}\n" + SECRET)
+    result = likes("config", "check", str(bad))
+    assert result.returncode == 2 and "nodes[0].gossip_port" in result.stderr and not result.stdout
+
+    monkeypatch.delenv("LIKES_CHECK_SECRET", raising=False)
+    from_env = tmp_path / "env.yaml"
+    from_env.write_text(config.read_text().replace(SECRET, "security: {secret_env: LIKES_CHECK_SECRET}\n"))
+    assert main(["config", "check", str(from_env)]) == 2
+    assert "LIKES_CHECK_SECRET" in capsys.readouterr().err
 
 
 def test_a_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ from gossip import MemberInfo, MemberState
 from gossip.messages import Members
 from node.checkpoint import RedisSink
 from node.checkpoint.checkpointer import Checkpointer
-from node.process.logs import log_handler, resolve_format
+from node.process.logs import configure_logging, log_handler, resolve_format
 from node.state.item import ItemKey
 from node.state.store import LikeStore
 from tests.gossip.test_membership import lone_membership
@@ -291,3 +291,29 @@ def test_nodes_log_start_stop_and_a_killed_member_once_each(nodes: NodeProcesses
     # n3 ran twice: killed the first time (no stop line), stopped the second.
     victim = log_entries(logs["n3"], "n3")
     assert len(events(victim, "node_started")) == 2 and len(events(victim, "node_stopped")) == 1
+
+
+LEVELLED = """
+import logging, sys
+from node.process.logs import configure_logging
+configure_logging("n9", level=sys.argv[1])
+for level in ("debug", "info", "warning", "error"):
+    getattr(logging.getLogger("some.library"), level)(level)
+"""
+
+
+@pytest.mark.parametrize(
+    ("level", "written"),
+    [
+        ("debug", ["DEBUG", "INFO", "WARNING", "ERROR"]),
+        ("info", ["INFO", "WARNING", "ERROR"]),
+        ("error", ["ERROR"]),
+    ],
+)
+def test_the_log_level_is_the_least_severe_record_written(level: str, written: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LEVELLED, level], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert [orjson.loads(line)["level"] for line in result.stderr.splitlines()] == written
+    with pytest.raises(ValueError):
+        configure_logging("n9", level="verbose")
