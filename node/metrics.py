@@ -9,9 +9,10 @@ section; ``tests/node/test_metrics.py`` checks the two agree.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,6 +25,7 @@ from gossip.member import MemberInfo, MemberState
 from node.checkpoint.checkpointer import LaneStatus
 from node.durable.wal import WriteAheadLog
 from node.latency import REQUEST_BUCKETS, LatencyHistogram
+from node.version import package_version
 
 #: Content type of the Prometheus text exposition format served at ``/metrics``.
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -101,6 +103,14 @@ class NodeMetrics:
         )
         self.registry.register(_TallyCollector(self))
         self.items = Gauge("likes_items", "Items held by this node.", registry=self.registry)
+        # The process as the OS sees it (memory, CPU, descriptors), read from /proc at each scrape.
+        ProcessCollector(namespace="likes", registry=self.registry)
+        Gauge(
+            "likes_build_info",
+            "Always 1; its labels name the versions that run.",
+            ["version", "python"],
+            registry=self.registry,
+        ).labels(version=package_version(), python=platform.python_version()).set(1)
         self.likes = Gauge(
             "likes_store_likes",
             "Likes held by this node over every item (local and merged from peers).",

@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
 from node.errors import ConfigError, NodeError
 from node.process.logs import LOG_FORMAT_CHOICES, LOG_LEVEL_CHOICES
+from node.version import package_version
 
 if TYPE_CHECKING:
     from gossip.tcp import Route
@@ -92,14 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("action", choices=["check"])
     check.add_argument("config", type=Path, nargs="?", default=Path("cluster.yaml"), help="(cluster.yaml)")
     return parser
-
-
-def package_version() -> str:
-    """The installed package's version."""
-    try:
-        return version("likes")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ listens on: an outage, not a mock), parsed with ``prometheus_client``'s own pars
 from __future__ import annotations
 
 import asyncio
+import platform
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from node.http.api import CHECKPOINTER, METRICS, STORE
 from node.latency import LatencyHistogram
 from node.metrics import GOSSIP_GAUGES, GOSSIP_HELP, NodeMetrics
 from node.state.store import LikeStore
+from node.version import package_version
 from tests.node.conftest import Client, ClientFactory, free_ports, make_app
 from tests.node.processes import DIRECT, NodeProcesses
 
@@ -39,6 +41,10 @@ EXPECTED = {
     "likes_http_internal_errors": ("counter", set()),
     "likes_writes": ("counter", {"kind"}),
     "likes_items": ("gauge", set()),
+    "likes_build_info": ("gauge", {"version", "python"}),
+    "likes_process_resident_memory_bytes": ("gauge", set()),
+    "likes_process_cpu_seconds": ("counter", set()),
+    "likes_process_open_fds": ("gauge", set()),
     "likes_store_likes": ("gauge", set()),
     "likes_members": ("gauge", {"state"}),
     "likes_member_state": ("gauge", {"member", "state"}),
@@ -124,6 +130,9 @@ async def test_every_metric_has_its_name_type_and_labels(node: Client) -> None:
     assert {s.labels["sink"] for s in found.samples("likes_checkpoint_lag_seconds")} == {"sqlite", "redis"}
     states = {(s.labels["member"], s.labels["state"]): s.value for s in found.samples("likes_member_state")}
     assert states == {("n1", "alive"): 1, ("n1", "suspect"): 0, ("n1", "dead"): 0}
+    versions = {"version": package_version(), "python": platform.python_version()}
+    assert found.value("likes_build_info", **versions) == 1
+    assert found.value("likes_process_resident_memory_bytes") > 1 << 20
     assert (
         found.value("likes_members", state="alive") == 1 and found.value("likes_members", state="dead") == 0
     )
