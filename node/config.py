@@ -12,10 +12,11 @@ misconfiguration to find in a cluster.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,9 @@ import yaml
 from gossip.config import GossipSettings, file_keys
 from gossip.security import Keyring, KeyringError
 from node.errors import ConfigError
+
+#: The secret of the shipped cluster.yaml: public, so a node off loopback refuses it.
+DEVELOPMENT_SECRET = "local-dev-secret-not-for-production"
 
 #: Node names become part of actor ids and directory names: short, plain ASCII.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -387,9 +391,33 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
     if "security" not in raw:
         raise ConfigError("security: missing (set security.secret, secret_env, keys or keys_env)")
     security = _parse_security(raw["security"])
+    _check_development_secret(security, nodes)
     return ClusterConfig(
         nodes=nodes, storage=storage, gossip=gossip, security=security, api=api, checkpoint=checkpoint
     )
+
+
+def _check_development_secret(security: SecuritySettings, nodes: Sequence[NodeSpec]) -> None:
+    """The shipped file's secret is public: it may sign frames on loopback, never on a network."""
+    if DEVELOPMENT_SECRET not in (security.secret, *(security.keys or ())):
+        return
+    for spec in nodes:
+        if not _loopback(spec.host):
+            raise ConfigError(
+                f"security.secret: the development secret of the shipped cluster.yaml is for loopback "
+                f"only, and node {spec.name} is on {spec.host}: put a secret of your own in the "
+                "environment and name it with security.secret_env (e.g. secret_env: LIKES_SECRET)"
+            )
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _parse_gossip(raw: object) -> GossipSettings:

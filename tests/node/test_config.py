@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gossip.config import GossipSettings
-from node.config import ClusterConfig, load_config
+from node.config import DEVELOPMENT_SECRET, ClusterConfig, load_config
 from node.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,28 @@ def test_the_shipped_cluster_file_is_valid() -> None:
     assert {n.host for n in config.nodes} == {"127.0.0.1"}
     assert config.storage.data_dir == ROOT / "data"
     assert config.security.resolve() == b"local-dev-secret-not-for-production"
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [("10.0.0.2", True), ("db1.example.org", True), ("0.0.0.0", True), ("localhost", False), ("::1", False)],
+)
+def test_the_development_secret_is_refused_off_loopback(tmp_path: Path, host: str, refused: bool) -> None:
+    shipped = (ROOT / "cluster.yaml").read_text()
+    assert DEVELOPMENT_SECRET in shipped
+    moved = shipped.replace("{name: n2, host: 127.0.0.1,", f"{{name: n2, host: '{host}',")
+    assert moved != shipped
+    if not refused:
+        load_config(write(tmp_path, moved))
+        return
+    with pytest.raises(ConfigError, match=r"node n2 is on .*security\.secret_env"):
+        load_config(write(tmp_path, moved))
+    own = moved.replace(DEVELOPMENT_SECRET, "a-secret-of-our-own-0123456789")
+    assert load_config(write(tmp_path, own)).node("n2").host == host  # any other secret: fine
+    ring = f"keys: [other-key-0123456789, {DEVELOPMENT_SECRET}]"
+    as_keys = moved.replace(f"secret: {DEVELOPMENT_SECRET}", ring)
+    with pytest.raises(ConfigError, match="development secret"):
+        load_config(write(tmp_path, as_keys))
 
 
 def test_defaults_fill_what_a_minimal_file_leaves_out(tmp_path: Path) -> None:
