@@ -349,8 +349,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
-    """Read and validate the cluster file at ``path``."""
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> ClusterConfig:
+    """Read and validate the cluster file at ``path``, with the overrides of ``environ`` (the process
+    environment by default) applied (``environment_overrides``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -360,7 +363,54 @@ def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
         raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if isinstance(raw, dict):
+        environment_overrides(raw, os.environ if environ is None else environ)
     return parse_config(raw, base_dir=path.resolve().parent)
+
+
+#: The sections whose keys the environment may set, and the settings type of each (gossip's keys are
+#: ``gossip.config.file_keys``).
+_OVERRIDABLE: dict[str, type[Any] | None] = {
+    "storage": StorageSettings,
+    "checkpoint": CheckpointSettings,
+    "gossip": None,
+    "security": SecuritySettings,
+    "api": ApiSettings,
+}
+
+
+def environment_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Set ``<section>.<key>`` of the parsed file ``raw`` from each ``LIKES_<SECTION>__<KEY>`` of
+    ``environ`` (upper case, two underscores between section and key: ``LIKES_GOSSIP__FANOUT=3``).
+    A value is read as YAML (``false``, ``[a, b]``), except for a key that holds text, which takes it
+    as it is. A variable naming no section or no key of one is an error, as an unknown key in the file
+    is; ``LIKES_SECRET`` and the like (one underscore) are names a file may point to, never read here."""
+    for name, value in sorted(environ.items()):
+        if not name.startswith("LIKES_") or "__" not in name:
+            continue
+        section, _, key = (part.lower() for part in name.removeprefix("LIKES_").partition("__"))
+        if section not in _OVERRIDABLE:
+            raise ConfigError(f"{name}: no section {section!r} (sections: {', '.join(_OVERRIDABLE)})")
+        kind = _OVERRIDABLE[section]
+        text_keys: set[str] = set()
+        if kind is None:
+            known = set(file_keys())
+        else:
+            known = {f.name for f in fields(kind)}
+            text_keys = {f.name for f in fields(kind) if str(f.type).startswith(("str", "Path"))}
+        if key not in known:
+            raise ConfigError(f"{name}: {section} has no key {key!r}")
+        if key in text_keys:
+            parsed: Any = value
+        else:
+            try:
+                parsed = yaml.load(value, Loader=_StrictLoader)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{name}: not a YAML value: {exc}") from exc
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: expected a mapping")
+        target[key] = parsed
 
 
 def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:

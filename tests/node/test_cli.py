@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,10 +19,17 @@ from tests.node.conftest import free_ports
 SECRET = "security: {secret: 0123456789abcdef}\n"
 
 
-def likes(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a child process."""
+def likes(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process (with ``env`` added to its environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "node", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+        [sys.executable, "-m", "node", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -62,6 +70,11 @@ def test_config_check_passes_what_a_node_would_start_with_and_names_what_it_woul
     bad.write_text("nodes:\n  - {name: n1, host: 127.0.0.1, http_port: 8001, gossip_port: x}\n" + SECRET)
     result = likes("config", "check", str(bad))
     assert result.returncode == 2 and "nodes[0].gossip_port" in result.stderr and not result.stdout
+
+    overridden = likes("config", "check", str(config), env={"LIKES_API__MAX_BATCH_OPS": "0"})
+    assert overridden.returncode == 2 and "api.max_batch_ops" in overridden.stderr
+    moved = likes("config", "check", str(config), env={"LIKES_STORAGE__DATA_DIR": str(tmp_path / "d")})
+    assert moved.returncode == 0 and f"data: {tmp_path / 'd'};" in moved.stdout
 
     monkeypatch.delenv("LIKES_CHECK_SECRET", raising=False)
     from_env = tmp_path / "env.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,40 @@ def test_an_unknown_node_name_is_a_config_error(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="no node named 'n9'"):
         config.node("n9")
+
+
+def test_the_environment_overrides_any_key_of_a_section(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    environ = {
+        "LIKES_API__MAX_BATCH_OPS": "500",
+        "LIKES_CHECKPOINT__SQLITE": "false",
+        "LIKES_CHECKPOINT__REDIS_PREFIX": "0042",  # text stays text
+        "LIKES_GOSSIP__DELTA_INTERVAL_MS": "20",
+        "LIKES_STORAGE__DATA_DIR": "2024",
+        "LIKES_SECURITY__SECRET": "1234567890123456",
+        "LIKES_API_TOKENS": "not read: one underscore",
+        "LIKES_SECRET": "not read either",
+    }
+    config = load_config(path, environ)
+    assert config.api.max_batch_ops == 500 and not config.checkpoint.sqlite
+    assert config.checkpoint.redis_prefix == "0042"
+    assert config.gossip.delta_interval == 0.02
+    assert config.storage.data_dir == tmp_path / "2024"
+    assert config.security.resolve() == b"1234567890123456"
+    assert load_config(path, {}).api.max_batch_ops == 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LIKES_NODES__0", "x", "no section 'nodes'"),
+        ("LIKES_API__MAX_BATCH", "5", "api has no key 'max_batch'"),
+        ("LIKES_GOSSIP__FANOUT", "[1", "not a YAML value"),
+        ("LIKES_API__MAX_BATCH_OPS", "0", "api.max_batch_ops"),
+    ],
+)
+def test_a_bad_environment_override_is_a_config_error_naming_it(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, GOOD), {name: value})
