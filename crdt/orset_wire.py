@@ -119,7 +119,7 @@ def from_wire(cls: type[ORSet], wire: Any) -> ORSet:
     if type(wire) is not list or len(wire) != 5 or not all(type(part) is list for part in wire):
         raise CodecError("ORSet: expected five lists")
     names, vv, cloud, singles, multiples = wire
-    actors = _actor_table(names)
+    actors = actor_table(names)
     state = cls()
     cc = state._cc
     for actor, counter in _pairs(vv, actors, "vv"):
@@ -131,7 +131,7 @@ def from_wire(cls: type[ORSet], wire: Any) -> ORSet:
 
     if len(singles) % 3:
         raise CodecError("ORSet: singles must be element, actor, counter triples")
-    _check_ascending(singles[0::3])
+    check_ascending(singles[0::3])
     columnar = len(singles) // 3 >= storage.COMPACT_MIN
     single_dots = array("Q")
     n_actors = len(actors)
@@ -159,7 +159,7 @@ def from_wire(cls: type[ORSet], wire: Any) -> ORSet:
             raise CodecError("ORSet: bad dot count in multiples")
         element = multiples[i]
         elements.append(element)
-        _check_ascending(elements[-2:])
+        check_ascending(elements[-2:])
         dots = [make_dot(a, c) for a, c in _pairs(multiples[i + 2 : i + 2 + 2 * count], actors, "dots")]
         if any(dot in seen or not cc.covers(dot) for dot in dots) or len(set(dots)) != count:
             raise CodecError("ORSet: a dot is repeated or outside the causal context")
@@ -175,7 +175,7 @@ def from_wire(cls: type[ORSet], wire: Any) -> ORSet:
     return state
 
 
-def _check_ascending(elements: list[Any]) -> None:
+def check_ascending(elements: list[Any]) -> None:
     """Raise CodecError unless ``elements`` are unsigned 64-bit ints in strictly ascending order."""
     if not all(type(e) is int and 0 <= e <= MAX_ELEMENT for e in elements):
         raise CodecError("ORSet: elements must be unsigned 64-bit ints")
@@ -183,7 +183,7 @@ def _check_ascending(elements: list[Any]) -> None:
         raise CodecError("ORSet: elements must be strictly ascending")
 
 
-def _actor_table(names: list[Any]) -> list[int]:
+def actor_table(names: list[Any]) -> list[int]:
     """Intern the wire's actor names (strictly ascending) and return their process indices."""
     if not all(valid_actor_name(name) for name in names):
         raise CodecError(f"actor names must be non-empty strings of at most {MAX_ACTOR_NAME} chars")

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from itertools import pairwise
 from typing import Any
 
 from crdt.columns import MAX_ELEMENT
 from crdt.context import CausalContext
-from crdt.dots import ACTOR_BITS, ACTOR_MASK, MAX_COUNTER, actor_index, actor_name, valid_actor_name
+from crdt.dots import ACTOR_BITS, ACTOR_MASK, COUNTER_STEP, MAX_COUNTER, actor_index, actor_name, make_dot
+from crdt.errors import CodecError
 from crdt.orset import ORSet
+from crdt.orset_wire import actor_table, check_ascending
 
 #: Elements a packed set holds at most: inserting into it copies the value, 16 bytes an element. A
 #: module global read at call time, so that tests can lower it (below 0: nothing packs).
@@ -98,8 +99,8 @@ def next_dot(packed: bytes, actor: int) -> int:
     """``ORSet.next_dot`` of the packed set, for the actor index ``actor``."""
     for dot in _parts(packed)[0]:
         if dot & ACTOR_MASK == actor:
-            return dot + (1 << ACTOR_BITS)
-    return 1 << ACTOR_BITS | actor
+            return dot + COUNTER_STEP
+    return make_dot(actor, 1)
 
 
 def insert(packed: bytes, element: int, dot: int) -> bytes | None:
@@ -107,8 +108,7 @@ def insert(packed: bytes, element: int, dot: int) -> bytes | None:
     or None when the result is not small (the caller unpacks and inserts)."""
     actor, counter = dot & ACTOR_MASK, dot >> ACTOR_BITS
     if packed == EMPTY:  # a like of a new item
-        small = counter == 1 and MAX_ELEMENTS > 0
-        return b"\x01" + array("Q", (dot, element, dot)).tobytes() if small else None
+        return _one(dot, element, dot) if counter == 1 and MAX_ELEMENTS > 0 else None
     vv, elements, dots = _parts(packed)
     for slot, seen in enumerate(vv):
         if seen & ACTOR_MASK == actor:
@@ -161,25 +161,20 @@ def from_wire(wire: Any) -> bytes | None:
         return None
     if not all(type(position) is int for position in vv[0::2]):  # not True for 1
         return None
-    if not all(map(valid_actor_name, names)) or any(a >= b for a, b in pairwise(names)):
-        return None
     tops = vv[1::2]
     if not all(type(top) is int and 0 < top <= MAX_COUNTER for top in tops):
         return None
     elements, locals_, counters = singles[0::3], singles[1::3], singles[2::3]
-    if not all(type(e) is int and 0 <= e <= MAX_ELEMENT for e in elements):
-        return None
-    if any(a >= b for a, b in pairwise(elements)):
-        return None
     if not all(type(i) is int and 0 <= i < n for i in locals_):
         return None
     if not all(type(c) is int and 0 < c <= tops[i] for i, c in zip(locals_, counters, strict=True)):
         return None  # a counter out of range, or a dot the context does not cover
     if len(set(zip(locals_, counters, strict=True))) != len(elements):
         return None  # a dot held by two elements
-    try:
-        actors = [actor_index(name) for name in names]
-    except ValueError:  # the process's actor table is full: the general path says so
+    try:  # the general reading's own checks of the names and the elements
+        check_ascending(elements)
+        actors = actor_table(names)
+    except CodecError:
         return None
     dots = [c << ACTOR_BITS | actors[i] for i, c in zip(locals_, counters, strict=True)]
     context = sorted((top << ACTOR_BITS | a for a, top in zip(actors, tops, strict=True)), key=_actor_of)
@@ -201,15 +196,20 @@ def _one_like(name: Any, vv: list[Any], singles: list[Any]) -> bytes | None:
         or not 0 < counter <= top
         or type(element) is not int
         or not 0 <= element <= MAX_ELEMENT
-        or not valid_actor_name(name)
         or MAX_ELEMENTS < 1
     ):
         return None
     try:
-        actor = actor_index(name)
-    except ValueError:  # the process's actor table is full: the general path says so
+        (actor,) = actor_table([name])
+    except CodecError:
         return None
-    return b"\x01" + array("Q", (top << ACTOR_BITS | actor, element, counter << ACTOR_BITS | actor)).tobytes()
+    return _one(make_dot(actor, top), element, make_dot(actor, counter))
+
+
+def _one(context: int, element: int, dot: int) -> bytes:
+    """The packed set of one element under ``dot``, its context the one version-vector entry
+    ``context``."""
+    return b"\x01" + array("Q", (context, element, dot)).tobytes()
 
 
 def _actor_of(dot: int) -> int:
