@@ -554,8 +554,7 @@ class LikeStore:
                 ItemKey.from_bytes(raw)
                 packed = decode_small_item(payload, max_bytes=self._max_payload)
                 if packed is not None:  # a small item new here: its state is the item (a restart)
-                    self._items[raw] = packed
-                    self._changed(raw, smallset.elements(packed), ())
+                    self._hold_new(raw, packed)
                     return
             incoming = decode_item(payload, max_bytes=self._max_payload)
         except ItemCodecError as exc:
@@ -581,8 +580,7 @@ class LikeStore:
             elif held is None:
                 packed = smallset.pack(incoming.likers)
                 if packed is not None:
-                    self._items[raw] = packed
-                    self._changed(raw, smallset.elements(packed), ())
+                    self._hold_new(raw, packed)
                     return
         item = self._unpacked(raw)
         added, removed = self._merge_likers(item.likers, incoming)
@@ -594,6 +592,11 @@ class LikeStore:
                 mine.merge(counter)
         self._repack(raw, item)
         self._changed(raw, added, removed)
+
+    def _hold_new(self, raw: bytes, packed: bytes) -> None:
+        """Hold an item new here as the small set ``packed``, and publish its likers as added."""
+        self._items[raw] = packed
+        self._changed(raw, smallset.elements(packed), ())
 
     def _insert(self, raw: bytes, user: int, dot: int) -> None:
         """``ORSet.insert`` into the item, a small one kept packed while it stays small."""
@@ -616,7 +619,7 @@ class LikeStore:
 
     def _repack(self, raw: bytes, item: Item) -> None:
         """Hold ``item`` packed if it is small."""
-        if not item.counters and len(item.likers) <= smallset.MAX_ELEMENTS:
+        if not item.counters:
             packed = smallset.pack(item.likers)
             if packed is not None:
                 self._items[raw] = packed
