@@ -77,9 +77,10 @@ class StorageSettings:
     #: one fsync among all writes waiting). ``never``: acknowledged once the OS has the bytes; a
     #: power loss can lose acknowledged likes. UNSAFE, for benchmarks only.
     fsync: str = _choice("always", "never")
-    #: Write a snapshot (and drop the log it covers) once the log holds this many bytes. Lower means
-    #: faster restarts and more snapshot work; a snapshot rewrites every item.
-    snapshot_bytes: int = _bounded(64 * 1024 * 1024, 1024, 2**40)
+    #: Flush the items changed since the last flush to the item store, and drop the log it covers,
+    #: once the log holds this many bytes: what a restart replays at most. Lower means faster
+    #: restarts and more flushes; a flush writes only the items changed since the last one.
+    flush_bytes: int = _bounded(64 * 1024 * 1024, 1024, 2**40)
 
 
 @dataclass(frozen=True)
@@ -525,9 +526,16 @@ def _mapping(raw: object, where: str) -> dict[str, Any]:
     return dict(raw)
 
 
+#: Keys an earlier version read, and what they are called now.
+_RENAMED = {"storage.snapshot_bytes": "storage.flush_bytes"}
+
+
 def _reject_unknown(raw: Mapping[Any, Any], known: set[str], prefix: str) -> None:
     for key in raw:
         if key not in known:
+            renamed = _RENAMED.get(f"{prefix}{key}")
+            if renamed is not None:
+                raise ConfigError(f"{prefix}{key}: renamed {renamed} (same meaning for this file)")
             expected = ", ".join(sorted(known)) or "none"
             raise ConfigError(f"{prefix}{key}: unknown key (expected: {expected})")
 

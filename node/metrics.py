@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from gossip.member import MemberInfo, MemberState
 from node.checkpoint.checkpointer import LaneStatus
+from node.durable.itemstore import ItemStore
 from node.durable.wal import WriteAheadLog
 from node.latency import REQUEST_BUCKETS, LatencyHistogram
 from node.version import package_version
@@ -147,10 +148,10 @@ class NodeMetrics:
         """Expose the members this node sees, per state and one by one."""
         self.registry.register(_MembersCollector(members))
 
-    def watch_log(self, wal: WriteAheadLog, snapshots: Callable[[], int]) -> None:
+    def watch_log(self, wal: WriteAheadLog, items: ItemStore, unflushed: Callable[[], int]) -> None:
         """Expose the write-ahead log's totals, fsync and group-commit latency histograms, and whether
-        it refuses writes."""
-        self.registry.register(_LogCollector(wal, snapshots))
+        it refuses writes; the item store's flushes, size, and the items it has yet to hear of."""
+        self.registry.register(_LogCollector(wal, items, unflushed))
 
     def watch_checkpoints(self, lanes: Callable[[], Mapping[str, LaneStatus]]) -> None:
         """Expose each checkpoint sink's lag, backlog, writes and errors (``lanes`` may be empty)."""
@@ -267,9 +268,10 @@ class _MembersCollector(Collector):
 class _LogCollector(Collector):
     """The write-ahead log's own counters and latency buckets."""
 
-    def __init__(self, wal: WriteAheadLog, snapshots: Callable[[], int]) -> None:
+    def __init__(self, wal: WriteAheadLog, items: ItemStore, unflushed: Callable[[], int]) -> None:
         self._wal = wal
-        self._snapshots = snapshots
+        self._items = items
+        self._unflushed = unflushed
 
     def describe(self) -> list[Metric]:
         return []
@@ -281,7 +283,21 @@ class _LogCollector(Collector):
             "likes_wal_written_bytes", "Bytes written to the write-ahead log.", wal.bytes_written
         )
         yield CounterMetricFamily("likes_wal_fsyncs", "fsync calls of the write-ahead log.", wal.fsyncs)
-        yield CounterMetricFamily("likes_wal_snapshots", "Snapshots written since start.", self._snapshots())
+        items = self._items
+        yield CounterMetricFamily(
+            "likes_item_store_flushes", "Flushes of changed items to the item store.", items.flushes
+        )
+        yield CounterMetricFamily(
+            "likes_item_store_written_items", "Items written to the item store.", items.items_written
+        )
+        yield GaugeMetricFamily(
+            "likes_item_store_unflushed_items",
+            "Items changed since the last flush to the item store (what the next one writes).",
+            value=self._unflushed(),
+        )
+        yield GaugeMetricFamily(
+            "likes_item_store_bytes", "Bytes of the item store on disk.", value=items.size_bytes()
+        )
         # Alert on the gauge; the counters show a disk that fails and recovers between two scrapes.
         yield GaugeMetricFamily(
             "likes_wal_failed",

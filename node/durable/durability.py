@@ -1,7 +1,7 @@
 """When a write may be acknowledged: durable in the local log, and replicated as its level asks.
 
 A write is staged in the store, logged, and applied only once its record is durable: before that no
-read, delta, checkpoint or snapshot sees it, so a write whose record fails (a full or failing disk)
+read, delta, checkpoint or flush sees it, so a write whose record fails (a full or failing disk)
 is dropped unapplied and answered 503 ``not_durable``: it changed nothing anywhere. The log then
 refuses writes; this node probes the disk every ``PROBE_INTERVAL`` and takes writes again, in a new
 log segment and under a new writer id (no dot of a refused write is minted twice), once it can.
@@ -17,19 +17,26 @@ A write that changed nothing (a retried like, say) has no delta of its own, so a
 ``all`` the item's full state goes to the peers instead: the retry then confirms what the first try
 could not. Such retries are rare; the state of a huge item makes a large message.
 
-Snapshots run in the background once the log outgrows ``storage.snapshot_bytes``, and once more at
-a clean shutdown so the next start has little to replay.
+Flushes write the items changed since the last one to the item store (``node.durable.itemstore``)
+and then delete the log segments it covers: in the background once the log outgrows
+``storage.flush_bytes``, and once more at a clean shutdown so the next start has little to replay.
+A flush encodes ``FLUSH_SLICE`` items per turn of the event loop and hands each slice to the store's
+thread, so neither requests nor memory wait on the number of items changed. Changes from peers are
+not logged; a flush stores them too, and a crash before it loses them here only: peers still hold
+them, and anti-entropy brings them back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from gossip.errors import TooFewPeers
+from node.durable.itemstore import ItemStore
 from node.durable.wal import Pair, WriteAheadLog
 from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
 from node.state.item import ItemKey
@@ -40,10 +47,10 @@ log = logging.getLogger(__name__)
 
 #: Replicates pairs to peers: (pairs, copies, timeout seconds) -> how many peers confirmed.
 Replicate = Callable[[Sequence[Pair], int, float], Awaitable[int]]
-#: Items encoded per event-loop step while a snapshot is taken, so requests keep being served.
-SNAPSHOT_SLICE = 2_000
-#: How often the log size is compared with the snapshot threshold, in seconds.
-SNAPSHOT_CHECK_INTERVAL = 1.0
+#: Items encoded per event-loop step while a flush runs, so requests keep being served.
+FLUSH_SLICE = 2_000
+#: How often the log size is compared with the flush threshold, in seconds.
+FLUSH_CHECK_INTERVAL = 1.0
 WRITE_LEVELS = ("1", "majority", "all")
 #: Seconds between probes of a failed log's disk.
 PROBE_INTERVAL = 1.0
@@ -69,23 +76,25 @@ def write_level(text: str | None, cluster_size: int) -> WriteLevel:
 
 
 class Durability:
-    """The store's log, snapshots and write levels; it decides when the store's staged writes apply."""
+    """The store's log, item store and write levels; it decides when the store's staged writes apply."""
 
     def __init__(
         self,
         store: LikeStore,
         wal: WriteAheadLog,
+        items: ItemStore,
         replicate: Replicate,
         announce: Callable[[], None],
         *,
         cluster_size: int,
         write_timeout: float,
-        snapshot_bytes: int,
+        flush_bytes: int,
         new_writer: Callable[[], str] | None = None,
     ) -> None:
         store.stage_writes = True
         self.store = store
         self.wal = wal
+        self.items = items
         wal.on_failure = self._log_failed
         #: A fresh writer id for this node, claimed durably (``NodeDataDir.claim_identity``).
         self._new_writer = new_writer or _suffixed(store.writer)
@@ -94,10 +103,9 @@ class Durability:
         self._announce = announce
         self._cluster_size = cluster_size
         self._write_timeout = write_timeout
-        self._snapshot_bytes = snapshot_bytes
-        self._snapshotting = asyncio.Lock()
+        self._flush_bytes = flush_bytes
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self.snapshots = 0
 
     def level(self, text: str | None) -> WriteLevel:
         """The write level a request asks for (422 if it names none)."""
@@ -199,53 +207,63 @@ class Durability:
         finally:
             self._recovering = None
 
-    # -- snapshots --------------------------------------------------------------------------------------
+    # -- flushes -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the log's committer and the snapshot loop (inside the event loop)."""
+        """Start the log's committer and the flush loop (inside the event loop)."""
         self.wal.start()
-        self._task = asyncio.create_task(self._snapshot_when_due(), name="snapshots")
+        self._task = asyncio.create_task(self._flush_when_due(), name="flushes")
 
-    async def close(self, *, snapshot: bool = True) -> None:
-        """Stop the snapshot loop, take a last snapshot (for a fast restart), close the log."""
+    async def close(self, *, flush: bool = True) -> None:
+        """Stop the flush loop, flush a last time (for a fast restart), close the log and the store."""
         for task in (self._task, self._recovering):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._task = self._recovering = None
         await self.wal.flush()
-        if snapshot and self.writable:
+        if flush and self.writable:
             try:
-                await self.snapshot()
+                await self.flush()
             except Exception:  # the log still holds everything: the next start only replays more
-                log.exception("final snapshot failed")
+                log.exception("final flush failed")
         await self.wal.close()
+        await asyncio.to_thread(self.items.close)
 
-    async def snapshot(self) -> int:
-        """Write every item's state and drop the log segments it covers; the bytes written."""
-        async with self._snapshotting:
+    async def flush(self) -> int:
+        """Write the items changed since the last flush to the item store, then delete the log
+        segments it now covers; how many items were written."""
+        async with self._flushing:
             covered = await self.wal.rotate()
-            chunks: list[list[Pair]] = []  # captured now: later writes are in the new segment
-            keys = list(self.store.item_keys())
-            for start in range(0, len(keys), SNAPSHOT_SLICE):
-                chunk = [
-                    (raw, await self.store.state_aside(raw)) for raw in keys[start : start + SNAPSHOT_SLICE]
-                ]
-                chunks.append([(raw, state) for raw, state in chunk if state is not None])
-                await asyncio.sleep(0)
-            written = await asyncio.to_thread(self.wal.install_snapshot, covered, iter(chunks))
-            self.snapshots += 1
-            log.info("snapshot of %d items written (%d bytes)", len(keys), written)
-            return written
-
-    async def _snapshot_when_due(self) -> None:
-        while True:
-            await asyncio.sleep(SNAPSHOT_CHECK_INTERVAL)
+            keys = self.store.unflushed.drain()  # every record up to ``covered`` is applied by now
             try:
-                if self.writable and await asyncio.to_thread(self.wal.segment_bytes) >= self._snapshot_bytes:
-                    await self.snapshot()
+                await self.items.begin()
+                pending = list(keys)
+                for start in range(0, len(pending), FLUSH_SLICE):
+                    pairs = []
+                    for raw in pending[start : start + FLUSH_SLICE]:
+                        state = await self.store.state_aside(raw)
+                        if state is not None:
+                            pairs.append((raw, state))
+                    await self.items.put(pairs)
+                await self.items.commit(covered, len(keys))
+            except BaseException:
+                self.store.unflushed.restore(keys)  # the next flush writes them
+                with contextlib.suppress(Exception):
+                    await self.items.rollback()
+                raise
+            await asyncio.to_thread(self.wal.drop_segments, covered)
+            log.info("flushed %d items to the item store, up to log segment %d", len(keys), covered)
+            return len(keys)
+
+    async def _flush_when_due(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_CHECK_INTERVAL)
+            try:
+                if self.writable and await asyncio.to_thread(self.wal.segment_bytes) >= self._flush_bytes:
+                    await self.flush()
             except Exception:  # a full disk, say: keep logging; retry at the next check
-                log.exception("snapshot failed")
+                log.exception("flush failed")
 
 
 def not_durable(exc: DataDirError) -> NotDurable:

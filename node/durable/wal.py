@@ -8,17 +8,20 @@ lost neighbour gives a state that anti-entropy completes. That is what makes rec
   (header, payload), so replay reads every intact record of a segment and skips damage in its
   middle (reported, kept on disk); a damaged tail (a torn write at power loss) is cut off and
   reported. Segments of the previous format (no marker) are still read.
-- A damaged snapshot stops start-up (``DataDirError``) unless the operator passes
-  ``discard_damaged_snapshot``: it is then renamed aside, never read again, and the node starts from
-  the segments after it; what it held comes back from peers by anti-entropy.
+- The item store (``node.durable.itemstore``) holds every item's state up to a segment it names;
+  ``open`` replays only the segments after it, and ``drop_segments`` deletes the ones it covers once
+  a flush committed. A ``snapshot`` file, what the previous version wrote instead of the item store,
+  is still read (its states go into the store at the first flush, then it is deleted). A damaged one
+  stops start-up (``DataDirError``) unless the operator passes ``discard_damaged_snapshot``: it is
+  then renamed aside, never read again; what it held comes back from peers by anti-entropy.
 - **Group commit**: ``append`` buffers the record and returns a future; one writer thread writes
   every buffered record and fsyncs once, so all requests waiting when an fsync starts share it.
   While one fsync runs, the next group gathers, and the thread takes it the moment the fsync
   returns: the event loop only hears which futures to complete.
-- **Snapshots** bound restart time and disk: ``rotate`` starts a new segment at an instant when the
-  store holds everything logged so far; the caller then writes the store's states (possibly newer
-  than that instant; replaying newer deltas over them is harmless), and ``install_snapshot`` makes
-  it durable and deletes the segments it covers.
+- **Flushes** bound restart time and disk: ``rotate`` starts a new segment at an instant when the
+  store holds everything logged so far; the caller then writes the changed items to the item store
+  (possibly newer than that instant; replaying newer deltas over them is harmless) and, once that is
+  durable, ``drop_segments`` deletes the segments it covers.
 
 ``fsync="never"`` acknowledges after the OS has the bytes, not the disk: fast and unsafe against
 power loss, for benchmarks only. An optional durability mark (``mark_durable``), written after each
@@ -35,7 +38,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +51,6 @@ from node.durable.logframe import (
     encode_record,
     read_segment,
     read_snapshot,
-    snapshot_header,
 )
 from node.errors import DataDirError
 from node.latency import DISK_BUCKETS, LatencyHistogram
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT = "snapshot"
 #: The command-line option that lets a node start without its damaged snapshot (``node.process.cli``).
-DISCARD_FLAG = "--discard-damaged-snapshot"
+DISCARD_FLAG = "--discard-damaged"
 #: While the log is busy (the last group held at least ``BUSY_GROUP`` records), the writer waits this
 #: long, in seconds, before taking the next group, so that one fsync and one hand-off between threads
 #: serve more writes (PostgreSQL's ``commit_delay``). A lone write never waits.
@@ -75,7 +77,8 @@ FsyncPolicy = Literal["always", "never"]
 class Recovery:
     """What start-up found on disk."""
 
-    #: Item states of the snapshot, then the deltas of every segment after it, in log order.
+    #: Item states of a previous version's snapshot file, then the deltas of every segment after
+    #: what the item store and that snapshot cover, in log order.
     snapshot: list[Pair] = field(default_factory=list)
     deltas: list[Pair] = field(default_factory=list)
     records: int = 0
@@ -152,19 +155,19 @@ class WriteAheadLog:
 
     # -- start-up -------------------------------------------------------------------------------------
 
-    def open(self, *, discard_damaged_snapshot: bool = False) -> Recovery:
-        """Read the snapshot and every intact record of the segments after it, skipping damage and
-        cutting a damaged tail, then open a fresh segment. A damaged snapshot raises DataDirError, or
-        with ``discard_damaged_snapshot`` is set aside (the operator's call: its data then comes from
-        peers)."""
+    def open(self, covered: int = 0, *, discard_damaged_snapshot: bool = False) -> Recovery:
+        """Read every intact record of the segments after ``covered`` (the item store's) and after a
+        previous version's snapshot, skipping damage and cutting a damaged tail, then open a fresh
+        segment. A damaged snapshot raises DataDirError, or with ``discard_damaged_snapshot`` is set
+        aside (the operator's call: its data then comes from peers)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         recovery = Recovery()
-        covered = self._load_snapshot(recovery, discard=discard_damaged_snapshot)
+        covered = max(covered, self._load_snapshot(recovery, discard=discard_damaged_snapshot))
         segments = self._segments()
         for number in segments:
             path = self._path(number)
             if number <= covered:
-                path.unlink(missing_ok=True)  # a snapshot install that died before cleaning up
+                path.unlink(missing_ok=True)  # a flush that died before cleaning up
                 continue
             scan = read_segment(path.read_bytes())
             recovery.records += len(scan.records)
@@ -177,7 +180,7 @@ class WriteAheadLog:
                 recovery.damage.append(line)
             if tail is not None:
                 # A torn last write is cut, so it is reported once. Damage in the middle stays on disk
-                # for inspection, reported at each start until a snapshot covers its segment.
+                # for inspection, reported at each start until a flush covers its segment.
                 with open(path, "r+b") as handle:
                     handle.truncate(tail.offset)
                     os.fsync(handle.fileno())
@@ -443,48 +446,38 @@ class WriteAheadLog:
                 finally:
                     os.close(fd)
 
-    # -- snapshots --------------------------------------------------------------------------------------
+    # -- flushes -----------------------------------------------------------------------------------------
 
     async def rotate(self) -> int:
-        """Send later appends to a new segment; the last segment number a snapshot must cover.
+        """Send later appends to a new segment; the last segment number a flush must cover.
 
         Capture the store after this returns: every record in the segments it covers is then applied
         (a group's writes are applied before anything queued after its write, this answer included).
-        Records still buffered go to the new segment, and replaying them over the snapshot is harmless.
+        Records still buffered go to the new segment, and replaying them over the flush is harmless.
         """
         return await asyncio.to_thread(self._rotate)
 
     def _rotate(self) -> int:
         with self._io:  # never close a segment under a group being written
+            if self._offset == len(LOG_MAGIC):
+                return self._segment - 1  # nothing written here yet: no new segment for a flush that fails
             covered = self._segment
             self._file.close()
             self._segment += 1
             self._open_segment()
             return covered
 
-    def install_snapshot(self, covered: int, states: Iterator[list[Pair]]) -> int:
-        """Write a snapshot of ``states`` (chunks of (key, state)) covering segments up to ``covered``,
-        atomically, then delete those segments. Blocking: run it in a worker thread. Bytes written."""
-        path = self.directory / SNAPSHOT
-        temporary = self.directory / f".{SNAPSHOT}.tmp"
-        written = 0
-        with open(temporary, "wb") as handle:
-            handle.write(snapshot_header(covered))
-            for chunk in states:
-                record = encode_record(chunk)
-                handle.write(record)
-                written += len(record)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(self.directory)
+    def drop_segments(self, covered: int) -> None:
+        """Delete the segments up to ``covered``, and a previous version's snapshot: the item store
+        durably holds what they hold. Blocking: run it in a worker thread."""
         for number in self._segments():
             if number <= covered:
                 self._path(number).unlink(missing_ok=True)
-        return written
+        (self.directory / SNAPSHOT).unlink(missing_ok=True)
+        _fsync_directory(self.directory)
 
     def segment_bytes(self) -> int:
-        """Bytes in the log segments not yet covered by a snapshot (what a restart replays)."""
+        """Bytes in the log segments not yet covered by the item store (what a restart replays)."""
         return sum(self._path(n).stat().st_size for n in self._segments())
 
 

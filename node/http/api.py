@@ -105,7 +105,7 @@ def create_app(
     metrics.watch_likes(lambda: store.likes)
     metrics.watch_gossip(cluster.stats)
     metrics.watch_members(cluster.members)
-    metrics.watch_log(durability.wal, lambda: durability.snapshots)
+    metrics.watch_log(durability.wal, durability.items, lambda: len(store.unflushed))
     middlewares = [json_errors, guard, causal.middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[STORE] = store
@@ -462,7 +462,12 @@ def _wal_status(durability: Durability) -> dict[str, Any]:
         "bytes_written": wal.bytes_written,
         "fsync_p50_ms": _median_ms(wal.fsync_seconds),
         "group_commit_p50_ms": _median_ms(wal.commit_seconds),
-        "snapshots": durability.snapshots,
+        "item_store": {
+            "flushes": durability.items.flushes,
+            "items_written": durability.items.items_written,
+            "unflushed_items": len(durability.store.unflushed),
+            "covered_segment": durability.items.covered,
+        },
         # Why the log refuses writes now (None while it takes them), since when (Unix seconds), and
         # how often it failed and recovered since start: a flapping disk shows in the counts.
         "failure": wal.failure,

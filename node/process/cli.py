@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gossip.security import KEY_ID_BYTES, MIN_KEY_BYTES
 from node.config import ClusterConfig, load_config
+from node.durable.wal import DISCARD_FLAG
 from node.errors import ConfigError, NodeError
 from node.process.logs import LOG_FORMAT_CHOICES, LOG_LEVEL_CHOICES
 from node.version import package_version
@@ -120,10 +121,13 @@ def _check(path: Path, config: ClusterConfig) -> int:
 
 def _discard_snapshot_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--discard-damaged-snapshot",
+        DISCARD_FLAG,
+        "--discard-damaged-snapshot",  # its name before the item store replaced the snapshot
+        dest="discard_damaged",
         action="store_true",
-        help="start a node whose log snapshot is damaged without it: the snapshot is set aside, the "
-        "log after it replayed, and the rest comes back from the other nodes (a node alone loses it)",
+        help="start a node whose item store (or previous version's snapshot) is damaged without what "
+        "is damaged: a damaged file is set aside, damaged states dropped, the log replayed, and the "
+        "rest comes back from the other nodes (a node alone loses it)",
     )
 
 
@@ -173,7 +177,7 @@ def main(
                 config,
                 log_format=args.log_format,
                 log_level=args.log_level,
-                discard_damaged_snapshot=args.discard_damaged_snapshot,
+                discard_damaged=args.discard_damaged,
             )
         if args.command == "node":
             from node.process.server import run_node
@@ -185,7 +189,7 @@ def main(
                 parent_pid=os.getppid() if args.exit_with_parent else None,
                 log_format=args.log_format,
                 log_level=args.log_level,
-                discard_damaged_snapshot=args.discard_damaged_snapshot,
+                discard_damaged=args.discard_damaged,
                 gossip_route=gossip_route,
                 mark_durable=mark_durable,
             )

@@ -1,9 +1,10 @@
 """One node process: the store, its log, the HTTP API and gossip over TCP, wired together and run.
 
-Start-up order: lock the data directory, claim an identity, replay the snapshot and log into the
-store, and only then serve. The log's committer and gossip start in the application's
-``cleanup_ctx``, so both are up before the HTTP site accepts its first request; at shutdown gossip
-stops first (last deltas flushed, peers told) and the log last (a final snapshot). The event loop is
+Start-up order: lock the data directory, read the item store and replay the log's tail into the
+store, claim an identity, and only then serve. The log's committer and gossip start in the
+application's ``cleanup_ctx``, so both are up before the HTTP site accepts its first request; at
+shutdown gossip stops first (last deltas flushed, peers told) and the log last (a final flush of
+the items changed since the last one). The event loop is
 uvloop's when it is installed.
 """
 
@@ -27,8 +28,9 @@ from node.checkpoint.checkpointer import Checkpointer
 from node.config import ClusterConfig, NodeSpec, load_config
 from node.durable.datadir import NodeDataDir, NodeIdentity
 from node.durable.durability import Durability
-from node.durable.wal import Recovery, WriteAheadLog
-from node.errors import ConfigError, StartupError
+from node.durable.itemstore import DamagedStore, ItemStore
+from node.durable.wal import DISCARD_FLAG, Recovery, WriteAheadLog
+from node.errors import ConfigError, DataDirError, StartupError
 from node.http.api import CHECKPOINTER, NodeDescription, create_app
 from node.http.keyring_api import add_keyring_routes
 from node.http.lane import LaneSite
@@ -68,31 +70,70 @@ def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[byt
         raise ConfigError(f"gossip: {exc}") from exc
 
 
-def open_store(config: ClusterConfig, identity: NodeIdentity, recovery: Recovery) -> LikeStore:
-    """A store holding everything the node's snapshot and log hold (``WriteAheadLog.open``)."""
+def open_store(
+    config: ClusterConfig, writer: str, items: ItemStore, recovery: Recovery, *, discard_damaged: bool = False
+) -> LikeStore:
+    """A store holding everything the node's item store and log hold (``WriteAheadLog.open``). A
+    state in the item store that fails its checksum stops the start (DataDirError naming the flag),
+    or with ``discard_damaged`` is dropped and reported in ``recovery``."""
     store = LikeStore(
-        identity.writer,
+        writer,
         max_counters_per_item=config.api.max_counters_per_item,
         max_payload_bytes=config.gossip.max_frame_bytes,
     )
     for damage in recovery.damage:
         log.warning("write-ahead log damaged: %s", damage)
-    unreadable = store.restore(recovery.snapshot) + store.restore(recovery.deltas)
+    try:
+        unreadable = store.restore(items.states(discard_damaged=discard_damaged))
+    except DamagedStore as exc:
+        raise _refusal(exc) from None
+    if items.damaged:
+        items.drop(items.damaged)
+        line = f"{items.path.name}: {len(items.damaged)} damaged item states discarded"
+        log.warning("item store damaged: %s", line)
+        recovery.damage.append(line)
+        recovery.snapshot_discarded = True
+    stored = len(store)
+    store.unflushed.drain()  # the item store holds these; what follows it must reach it next flush
+    unreadable += store.restore(recovery.snapshot) + store.restore(recovery.deltas)
     if unreadable:
         log.warning("%d unreadable entries skipped in restoring; anti-entropy repairs them", unreadable)
     log.info(
-        "restored %d items from a snapshot of %d states and %d log records",
+        "restored %d items: %d from the item store, then %d log records",
         len(store),
-        len(recovery.snapshot),
+        stored,
         recovery.records,
     )
     return store
 
 
-def resumes_writer(recovery: Recovery, wal: WriteAheadLog) -> bool:
-    """Whether this start may write under the last run's writer id: only when the log was replayed
-    whole, holds something, and was fsynced (see ``node.durable.datadir``)."""
-    holds = bool(recovery.snapshot) or recovery.records > 0
+def open_item_store(items: ItemStore, *, discard_damaged: bool) -> str | None:
+    """Open the item store; a damaged one is set aside (its data then comes from peers) only with
+    the operator's leave, as a damaged snapshot is. What was set aside, for the log, or None."""
+    try:
+        items.open()
+    except DamagedStore as exc:
+        if not discard_damaged:
+            raise _refusal(exc) from None
+        aside = items.set_aside()
+        items.open()
+        return f"{exc}; discarded, kept aside as {aside}"
+    return None
+
+
+def _refusal(exc: DamagedStore) -> DataDirError:
+    return DataDirError(
+        f"{exc}. To start the node without what is damaged (a damaged file is set aside, not deleted; "
+        f"peers send its data back by anti-entropy, a node alone loses it), pass {DISCARD_FLAG} to "
+        "`likes node` or `likes up`"
+    )
+
+
+def resumes_writer(recovery: Recovery, wal: WriteAheadLog, covered: int) -> bool:
+    """Whether this start may write under the last run's writer id: only when the item store (which
+    holds the log up to segment ``covered``) and the log were read whole, hold something, and were
+    fsynced (see ``node.durable.datadir``)."""
+    holds = covered > 0 or bool(recovery.snapshot) or recovery.records > 0
     return recovery.clean and holds and wal.fsync == "always"
 
 
@@ -101,6 +142,7 @@ def build_node_app(
     name: str,
     store: LikeStore,
     wal: WriteAheadLog,
+    items: ItemStore,
     identity: NodeIdentity,
     keys: tuple[bytes, ...],
     *,
@@ -120,11 +162,12 @@ def build_node_app(
     durability = Durability(
         store,
         wal,
+        items,
         gossiper.replicate,
         gossiper.deltas_ready,
         cluster_size=len(config.nodes),
         write_timeout=config.api.write_timeout_ms / 1000,
-        snapshot_bytes=config.storage.snapshot_bytes,
+        flush_bytes=config.storage.flush_bytes,
         new_writer=new_writer,
     )
     description = NodeDescription(
@@ -226,12 +269,12 @@ def run_node(
     parent_pid: int | None = None,
     log_format: str = "auto",
     log_level: str = "info",
-    discard_damaged_snapshot: bool = False,
+    discard_damaged: bool = False,
     gossip_route: Route | None = None,
     mark_durable: bool = False,
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
-    ``log_format`` from ``log_level`` up (``node.process.logs``); ``discard_damaged_snapshot`` is the
+    ``log_format`` from ``log_level`` up (``node.process.logs``); ``discard_damaged`` is the
     operator's leave to start without a damaged snapshot (``WriteAheadLog.open``).
 
     Two seams for tests, which production never uses and no setting or variable turns on (a test
@@ -249,17 +292,29 @@ def run_node(
             fsync="never" if config.storage.fsync == "never" else "always",
             mark_durable=mark_durable,
         )
-        recovery = wal.open(discard_damaged_snapshot=discard_damaged_snapshot)
+        items = ItemStore(wal.directory)
+        discarded = open_item_store(items, discard_damaged=discard_damaged)
+        recovery = wal.open(items.covered, discard_damaged_snapshot=discard_damaged)
+        if discarded is not None:
+            recovery.damage.append(discarded)
+            recovery.snapshot_discarded = True
         identity = data_dir.claim_identity(
-            resume=resumes_writer(recovery, wal), new_actor=recovery.snapshot_discarded
+            resume=resumes_writer(recovery, wal, items.covered), new_actor=recovery.snapshot_discarded
         )
         log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
-        store = open_store(config, identity, recovery)
+        store = open_store(
+            config, identity.writer, items, recovery, discard_damaged=discard_damaged
+        )
+        if items.damaged:  # dropped states may have held dots of this writer
+            identity = data_dir.claim_identity(new_actor=True)
+            store.set_writer(identity.writer)
+            log.info("node %s continues as %s (writer %s)", name, identity.actor, identity.writer)
         app = build_node_app(
             config,
             name,
             store,
             wal,
+            items,
             identity,
             keys,
             parent_pid=parent_pid,

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import TextIO
 
 from node.config import ClusterConfig, NodeSpec
+from node.durable.wal import DISCARD_FLAG
 
 #: How long every node together may take to answer ``/healthz`` after start, in seconds.
 START_TIMEOUT = 30.0
@@ -77,15 +78,15 @@ def run_cluster(
     out: TextIO = sys.stdout,
     log_format: str = "auto",
     log_level: str = "info",
-    discard_damaged_snapshot: bool = False,
+    discard_damaged: bool = False,
 ) -> int:
     """Start the local nodes, wait for a signal, stop them; the exit status of ``likes up``. The
     nodes log in ``log_format`` from ``log_level`` up to the supervisor's stderr;
-    ``discard_damaged_snapshot`` goes to every node started, restarts included (``likes node
-    --discard-damaged-snapshot``)."""
+    ``discard_damaged`` goes to every node started, restarts included (``likes node
+    --discard-damaged``)."""
     options = ["--log-level", log_level]
-    if discard_damaged_snapshot:
-        options.append("--discard-damaged-snapshot")
+    if discard_damaged:
+        options.append(DISCARD_FLAG)
     local = [spec for spec in config.nodes if is_local(spec.host)]
     if not local:
         print("likes up: no node of the cluster file lives on this host", file=sys.stderr)

@@ -20,3 +20,28 @@ class ChangeListener(Protocol):
         """The item under ``raw`` changed: ``added`` now like it, ``removed`` no longer do (both empty
         when only its counters changed)."""
         ...
+
+
+class ChangedKeys:
+    """The keys of the items changed since the last ``drain``: what the next flush to the item store
+    writes (``node.durable.durability``)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[bytes] = set()
+
+    def changed(self, raw: bytes, added: Sequence[int], removed: Sequence[int]) -> None:
+        self._keys.add(raw)
+
+    def drain(self) -> set[bytes]:
+        """The keys changed since the last call."""
+        keys, self._keys = self._keys, set()
+        return keys
+
+    def restore(self, keys: set[bytes]) -> None:
+        """Give back keys drained by a flush that failed: the next one writes them."""
+        self._keys |= keys
+
+    def __len__(self) -> int:
+        return len(self._keys)

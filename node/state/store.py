@@ -30,7 +30,7 @@ from crdt import ORSet, PNCounter, smallset
 from crdt.dots import ACTOR_BITS, COUNTER_STEP, actor_index, named
 from gossip.errors import PayloadError
 from node.errors import InvalidValue, ItemCodecError, NotDurable
-from node.state.changes import ChangeListener
+from node.state.changes import ChangedKeys, ChangeListener
 from node.state.digests import ItemDigests
 from node.state.dirty import DirtyItems
 from node.state.item import (
@@ -92,7 +92,8 @@ class LikeStore:
         self.dirty = DirtyItems()
         self.digests = ItemDigests(self.item_keys, self.state)
         self.index = UserIndex(self, hot_item_likes)
-        self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests)
+        self.unflushed = ChangedKeys()
+        self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests, self.unflushed)
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
         #: Local writes staged and not yet applied, per item (see "local writes" below), and in order.

@@ -17,6 +17,7 @@ from yarl import URL
 from gossip.member import MemberInfo, MemberState
 from node.config import ApiSettings
 from node.durable.durability import Durability
+from node.durable.itemstore import ItemStore
 from node.durable.wal import WriteAheadLog
 from node.http.api import METRICS, NodeDescription, create_app
 from node.http.lane import LaneSite
@@ -69,18 +70,32 @@ def make_app(data_dir: Path, settings: ApiSettings = TEST_LIMITS) -> web.Applica
     )
     store = LikeStore(node.writer, max_counters_per_item=settings.max_counters_per_item)
     wal = WriteAheadLog(data_dir / "wal")
-    wal.open()
+    items = ItemStore(wal.directory)
+    wal.open(items.open())
     cluster = SoloCluster()
-    durability = Durability(
+    durability = solo_durability(store, wal, items, cluster, write_timeout=settings.write_timeout_ms / 1000)
+    return create_app(durability, settings, node, cluster)
+
+
+def solo_durability(
+    store: LikeStore,
+    wal: WriteAheadLog,
+    items: ItemStore,
+    cluster: SoloCluster,
+    *,
+    write_timeout: float = 1.0,
+) -> Durability:
+    """The durability of a node alone, over an opened log and item store."""
+    return Durability(
         store,
         wal,
+        items,
         cluster.replicate,
         cluster.deltas_ready,
         cluster_size=1,
-        write_timeout=settings.write_timeout_ms / 1000,
-        snapshot_bytes=64 * 1024 * 1024,
+        write_timeout=write_timeout,
+        flush_bytes=64 * 1024 * 1024,
     )
-    return create_app(durability, settings, node, cluster)
 
 
 class LaneTestServer(TestServer):

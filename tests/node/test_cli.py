@@ -151,7 +151,8 @@ def test_a_second_process_for_the_same_node_exits_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["node", "--name", "n1"], ["up"]])
-def test_the_flag_a_damaged_snapshot_error_names_is_an_option_of_node_and_up(command: list[str]) -> None:
+def test_the_flag_a_damaged_store_error_names_is_an_option_of_node_and_up(command: list[str]) -> None:
     parser = build_parser()
-    assert parser.parse_args([*command, DISCARD_FLAG]).discard_damaged_snapshot is True
-    assert parser.parse_args(command).discard_damaged_snapshot is False
+    assert parser.parse_args([*command, DISCARD_FLAG]).discard_damaged is True
+    assert parser.parse_args([*command, "--discard-damaged-snapshot"]).discard_damaged is True  # its old name
+    assert parser.parse_args(command).discard_damaged is False

@@ -140,6 +140,7 @@ BAD_FILES = [
     ),
     ("nodes:\n" + NODE + SECRET + "storage: {data_dir: 5}\n", "storage.data_dir"),
     ("nodes:\n" + NODE + SECRET + "storage: {dir: x}\n", "storage.dir"),
+    ("nodes:\n" + NODE + SECRET + "storage: {snapshot_bytes: 1024}\n", "renamed storage.flush_bytes"),
     ("nodes:\n" + NODE, "security"),
     ("nodes:\n" + NODE + "security: {}\n", "security"),
     ("nodes:\n" + NODE + "security: {secret: 0123456789abcdef, secret_env: X}\n", "security"),

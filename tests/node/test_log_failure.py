@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from node.durable.itemstore import ItemStore
 from node.durable.wal import WriteAheadLog
 from node.http.api import DURABILITY, STORE
 from node.state.item import ItemKey
@@ -68,7 +69,7 @@ async def test_a_refused_like_is_seen_nowhere(aiohttp_client: ClientFactory, app
     assert not (await (await client.get(f"/v1/items/{ITEM}/likes/2")).json())["liked"]
     assert store.drain_deltas() == []  # nothing for gossip
     assert store.drain_dirty() == {}  # nothing for the checkpoints
-    assert store.fingerprint() == fingerprint  # nothing for anti-entropy or a snapshot
+    assert store.fingerprint() == fingerprint  # nothing for anti-entropy or a flush
     assert store.staged_items == 0
 
 
@@ -110,10 +111,10 @@ async def test_the_node_takes_writes_again_by_itself_under_a_new_writer(
     assert "No space left" in events[0]["error"] and events[1]["down_s"] >= 0
     await client.close()
 
-    restarted = WriteAheadLog(tmp_path / "wal")
-    recovery = restarted.open()
+    items = ItemStore(tmp_path / "wal")  # the clean stop flushed there
+    recovery = WriteAheadLog(tmp_path / "wal").open(items.open())
     replayed = LikeStore("n1-0123456789abcdef.9")
-    replayed.restore(recovery.snapshot)
+    replayed.restore(items.states())
     replayed.restore(recovery.deltas)
     assert set(replayed.likers(KEY, after=None, limit=10)[0]) == {1, 3}  # 2 was refused
 

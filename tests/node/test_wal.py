@@ -22,6 +22,7 @@ from node.durable.logframe import (
     read_segment,
     read_snapshot,
     scan_records,
+    snapshot_header,
 )
 from node.durable.wal import DISCARD_FLAG, DURABLE_MARK, SNAPSHOT, WriteAheadLog
 from node.errors import DataDirError
@@ -90,20 +91,23 @@ async def test_a_damaged_record_loses_only_its_own_segments_tail(tmp_path: Path)
     assert len(damage) == 1
 
 
-async def test_a_snapshot_replaces_the_segments_it_covers(tmp_path: Path) -> None:
+async def test_a_flush_drops_the_segments_it_covers_and_a_start_skips_them(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, 0, [[(b"z", b"state")]])  # a previous version's: the flush holds it now
     wal = WriteAheadLog(tmp_path)
     wal.open()
     wal.start()
     await wal.append([(b"a", b"old")])
     covered = await wal.rotate()
     await wal.append([(b"b", b"after")])
-    await asyncio.to_thread(wal.install_snapshot, covered, iter([[(b"a", b"state")]]))
+    await asyncio.to_thread(wal.drop_segments, covered)
     await wal.close()
-    assert len(list(tmp_path.glob("wal-*.log"))) == 1
-    _, snapshot, deltas, damage = reopen(tmp_path)
-    assert snapshot == [(b"a", b"state")]
-    assert deltas == [(b"b", b"after")]
-    assert damage == []
+    assert len(list(tmp_path.glob("wal-*.log"))) == 1 and not (tmp_path / SNAPSHOT).exists()
+    wal = WriteAheadLog(tmp_path)
+    recovery = wal.open(covered)
+    assert recovery.snapshot == [] and recovery.deltas == [(b"b", b"after")] and recovery.damage == []
+    (tmp_path / f"wal-{covered:012d}.log").write_bytes(LOG_MAGIC + encode_record([(b"a", b"old")]))
+    again = WriteAheadLog(tmp_path).open(covered)  # a flush that died before dropping its segments
+    assert again.deltas == [(b"b", b"after")] and not (tmp_path / f"wal-{covered:012d}.log").exists()
 
 
 async def test_the_durable_mark_names_the_last_fsynced_offset(tmp_path: Path) -> None:
@@ -225,13 +229,11 @@ def test_a_damaged_segment_header_costs_no_record(tmp_path: Path) -> None:
     assert scan.damage == [(0, len(LOG_MAGIC))]
 
 
-def test_a_segment_and_a_snapshot_start_with_their_format_version(tmp_path: Path) -> None:
+def test_a_segment_starts_with_its_format_version(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path)
     wal.open()
     (segment,) = tmp_path.glob("wal-*.log")
     assert segment.read_bytes() == LOG_MAGIC
-    wal.install_snapshot(0, iter([[(b"a", b"state")]]))
-    assert (tmp_path / SNAPSHOT).read_bytes().startswith(SNAPSHOT_MAGIC)
 
 
 # -- the previous format: a node upgraded over an old data directory --------------------------------
@@ -266,14 +268,29 @@ async def test_an_old_format_snapshot_is_read(tmp_path: Path) -> None:
     await wal.close()
 
 
-# -- a damaged snapshot ---------------------------------------------------------------------------
+# -- the previous version's snapshot, and a damaged one ------------------------------------------
+
+
+def write_snapshot(directory: Path, covered: int, chunks: list[Pairs]) -> None:
+    """A snapshot file as the previous version wrote it (before the item store replaced it)."""
+    data = snapshot_header(covered) + b"".join(encode_record(chunk) for chunk in chunks)
+    (directory / SNAPSHOT).write_bytes(data)
+
+
+async def test_the_previous_versions_snapshot_is_read_and_the_segments_it_covers_skipped(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "wal-000000000001.log").write_bytes(LOG_MAGIC + encode_record([(b"a", b"covered")]))
+    write_snapshot(tmp_path, 1, [[(b"a", b"state")]])
+    (tmp_path / "wal-000000000002.log").write_bytes(LOG_MAGIC + encode_record([(b"b", b"after")]))
+    _, snapshot, deltas, damage = reopen(tmp_path)
+    assert snapshot == [(b"a", b"state")] and deltas == [(b"b", b"after")] and damage == []
+    assert (tmp_path / SNAPSHOT).read_bytes().startswith(SNAPSHOT_MAGIC)  # until a flush holds it
 
 
 def snapshot_with_log_after(directory: Path) -> bytes:
     """A snapshot holding (a, state) covering segment 1, and segment 2 holding (b, after)."""
-    wal = WriteAheadLog(directory)
-    wal.open()
-    wal.install_snapshot(1, iter([[(b"a", b"state")], [(b"c", b"state")]]))
+    write_snapshot(directory, 1, [[(b"a", b"state")], [(b"c", b"state")]])
     (directory / "wal-000000000002.log").write_bytes(LOG_MAGIC + encode_record([(b"b", b"after")]))
     return (directory / SNAPSHOT).read_bytes()
 

@@ -48,7 +48,7 @@ async def live(
     wal = WriteAheadLog(directory / "wal")
     recovery = wal.open()
     with NodeDataDir(directory, "n1") as data_dir:
-        identity = data_dir.claim_identity(resume=resumes_writer(recovery, wal))
+        identity = data_dir.claim_identity(resume=resumes_writer(recovery, wal, 0))
     store = LikeStore(identity.writer)
     store.restore(recovery.snapshot)
     store.restore(recovery.deltas)
