@@ -21,6 +21,7 @@ and ``unpack`` are inverse, and a join is the ``ORSet`` join of the unpacked val
 
 from __future__ import annotations
 
+import struct
 from array import array
 from bisect import bisect_left
 from typing import Any
@@ -133,6 +134,10 @@ def insert(packed: bytes, element: int, dot: int) -> bytes | None:
 def to_wire(packed: bytes) -> list[Any]:
     """``ORSet.to_wire`` of the packed set, the same list, without unpacking it (an item's digest and
     state are its encoding: a node digests every item it holds)."""
+    if len(packed) == _ONE.size + 1 and packed[0] == 1:  # one like by one writer: most items
+        context, element, dot = _ONE.unpack_from(packed, 1)
+        name = actor_name(context & ACTOR_MASK)
+        return [[name], [0, context >> ACTOR_BITS], [], [element, 0, dot >> ACTOR_BITS], []]
     vv, elements, dots = _parts(packed)
     names = sorted(actor_name(dot & ACTOR_MASK) for dot in vv)
     local = {actor_index(name): position for position, name in enumerate(names)}
@@ -206,10 +211,15 @@ def _one_like(name: Any, vv: list[Any], singles: list[Any]) -> bytes | None:
     return _one(make_dot(actor, top), element, make_dot(actor, counter))
 
 
+#: A packed set of one element: its one version-vector entry, the element, its dot (as ``array("Q")``
+#: lays them out: native order, 8 bytes each).
+_ONE = struct.Struct("=QQQ")
+
+
 def _one(context: int, element: int, dot: int) -> bytes:
     """The packed set of one element under ``dot``, its context the one version-vector entry
     ``context``."""
-    return b"\x01" + array("Q", (context, element, dot)).tobytes()
+    return b"\x01" + _ONE.pack(context, element, dot)
 
 
 def _actor_of(dot: int) -> int:

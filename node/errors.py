@@ -117,6 +117,17 @@ class NotDurable(RequestError):
     code = "not_durable"
 
 
+class Unavailable(RequestError):
+    """The node cannot answer this yet: it is still reading its item store in, or found a stored state
+    damaged. ``Retry-After`` says when to ask again (another node can answer at once)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
+
+
 class InvalidValue(RequestError):
     """A well-formed request carries a value out of its domain (bad id, type name, limit...)."""
 

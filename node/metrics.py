@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from gossip.member import MemberInfo, MemberState
 from node.checkpoint.checkpointer import LaneStatus
 from node.durable.itemstore import ItemStore
+from node.durable.loading import StoreLoader
 from node.durable.wal import WriteAheadLog
 from node.latency import REQUEST_BUCKETS, LatencyHistogram
 from node.version import package_version
@@ -148,10 +149,17 @@ class NodeMetrics:
         """Expose the members this node sees, per state and one by one."""
         self.registry.register(_MembersCollector(members))
 
-    def watch_log(self, wal: WriteAheadLog, items: ItemStore, unflushed: Callable[[], int]) -> None:
+    def watch_log(
+        self,
+        wal: WriteAheadLog,
+        items: ItemStore,
+        unflushed: Callable[[], int],
+        loader: StoreLoader | None = None,
+    ) -> None:
         """Expose the write-ahead log's totals, fsync and group-commit latency histograms, and whether
-        it refuses writes; the item store's flushes, size, and the items it has yet to hear of."""
-        self.registry.register(_LogCollector(wal, items, unflushed))
+        it refuses writes; the item store's flushes, size, the items it has yet to hear of, and how
+        far a start has read it in."""
+        self.registry.register(_LogCollector(wal, items, unflushed, loader))
 
     def watch_checkpoints(self, lanes: Callable[[], Mapping[str, LaneStatus]]) -> None:
         """Expose each checkpoint sink's lag, backlog, writes and errors (``lanes`` may be empty)."""
@@ -268,10 +276,13 @@ class _MembersCollector(Collector):
 class _LogCollector(Collector):
     """The write-ahead log's own counters and latency buckets."""
 
-    def __init__(self, wal: WriteAheadLog, items: ItemStore, unflushed: Callable[[], int]) -> None:
+    def __init__(
+        self, wal: WriteAheadLog, items: ItemStore, unflushed: Callable[[], int], loader: StoreLoader | None
+    ) -> None:
         self._wal = wal
         self._items = items
         self._unflushed = unflushed
+        self._loader = loader
 
     def describe(self) -> list[Metric]:
         return []
@@ -297,6 +308,17 @@ class _LogCollector(Collector):
         )
         yield GaugeMetricFamily(
             "likes_item_store_bytes", "Bytes of the item store on disk.", value=items.size_bytes()
+        )
+        loader = self._loader
+        yield GaugeMetricFamily(
+            "likes_item_store_loading",
+            "1 while the node still reads its item store in (it serves meanwhile, not ready), else 0.",
+            value=0 if loader is None or loader.done else 1,
+        )
+        yield GaugeMetricFamily(
+            "likes_item_store_loaded_items",
+            "Items read in from the item store since start.",
+            value=0 if loader is None else loader.loaded,
         )
         # Alert on the gauge; the counters show a disk that fails and recovers between two scrapes.
         yield GaugeMetricFamily(

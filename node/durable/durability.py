@@ -37,6 +37,7 @@ from functools import partial
 
 from gossip.errors import TooFewPeers
 from node.durable.itemstore import ItemStore
+from node.durable.loading import StoreLoader
 from node.durable.wal import Pair, WriteAheadLog
 from node.errors import DataDirError, InvalidValue, NotDurable, WriteTimeout
 from node.state.item import ItemKey
@@ -90,11 +91,14 @@ class Durability:
         write_timeout: float,
         flush_bytes: int,
         new_writer: Callable[[], str] | None = None,
+        loader: StoreLoader | None = None,
     ) -> None:
+        """``loader``: the item store still being read in, if it is (``node.durable.loading``)."""
         store.stage_writes = True
         self.store = store
         self.wal = wal
         self.items = items
+        self.loader = loader
         wal.on_failure = self._log_failed
         #: A fresh writer id for this node, claimed durably (``NodeDataDir.claim_identity``).
         self._new_writer = new_writer or _suffixed(store.writer)
@@ -106,6 +110,7 @@ class Durability:
         self._flush_bytes = flush_bytes
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
 
     def level(self, text: str | None) -> WriteLevel:
         """The write level a request asks for (422 if it names none)."""
@@ -210,17 +215,19 @@ class Durability:
     # -- flushes -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the log's committer and the flush loop (inside the event loop)."""
+        """Start the log's committer, the flush loop, and reading the rest of the item store in."""
         self.wal.start()
         self._task = asyncio.create_task(self._flush_when_due(), name="flushes")
+        if self.loader is not None and not self.loader.done:
+            self._loading = asyncio.create_task(self.loader.run(), name="item store reading")
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop the flush loop, flush a last time (for a fast restart), close the log and the store."""
-        for task in (self._task, self._recovering):
+        for task in (self._loading, self._task, self._recovering):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._recovering = None
+        self._task = self._recovering = self._loading = None
         await self.wal.flush()
         if flush and self.writable:
             try:
@@ -236,18 +243,25 @@ class Durability:
         async with self._flushing:
             covered = await self.wal.rotate()
             keys = self.store.unflushed.drain()  # every record up to ``covered`` is applied by now
+            writing: asyncio.Future[None] | None = None
             try:
                 await self.items.begin()
-                pending = list(keys)
+                pending = sorted(keys)  # in key order, the store's B-tree takes them as appends
                 for start in range(0, len(pending), FLUSH_SLICE):
                     pairs = []
                     for raw in pending[start : start + FLUSH_SLICE]:
                         state = await self.store.state_aside(raw)
                         if state is not None:
                             pairs.append((raw, state))
-                    await self.items.put(pairs)
+                    if writing is not None:  # one slice written while the next is encoded
+                        await writing
+                    writing = asyncio.ensure_future(self.items.put(pairs))
+                if writing is not None:
+                    await writing
                 await self.items.commit(covered, len(keys))
             except BaseException:
+                if writing is not None:  # the transaction is the thread's until its slice is written
+                    await asyncio.gather(writing, return_exceptions=True)
                 self.store.unflushed.restore(keys)  # the next flush writes them
                 with contextlib.suppress(Exception):
                     await self.items.rollback()

@@ -66,6 +66,8 @@ class ItemStore:
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE
         self._db: sqlite3.Connection | None = None
+        #: The event loop's connection for point reads (``state``).
+        self._reader: sqlite3.Connection | None = None
         #: One connection, used by one thread at a time; a thread lock, so a cancelled caller never
         #: lets the next call in while its thread still runs.
         self._lock = threading.Lock()
@@ -74,8 +76,10 @@ class ItemStore:
         #: Flushes committed and items written since start, for metrics.
         self.flushes = 0
         self.items_written = 0
-        #: Keys whose row failed its checksum in the last ``states`` read with ``discard_damaged``.
+        #: Keys of rows that failed their checksum and were left out (``discard_damaged``), to delete:
+        #: at once at start (``drop_damaged``), else by the next flush, which is the store's writer.
         self.damaged: list[object] = []
+        self._deleting: list[object] = []
 
     # -- start-up (blocking, before the event loop serves) ----------------------------------------
 
@@ -86,8 +90,7 @@ class ItemStore:
         fresh = not self.path.exists() or self.path.stat().st_size == 0  # 0: died as it was created
         meta = {} if fresh else self._check()
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.text_factory = bytes
+            db = self._connect()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if not meta:
@@ -130,35 +133,49 @@ class ItemStore:
         return aside.name
 
     def states(self, *, discard_damaged: bool = False) -> Iterator[Pair]:
-        """Every stored (key, state), in key order. A state failing its checksum raises DamagedStore,
-        or with ``discard_damaged`` is left out and its key noted in ``damaged`` (``drop`` them)."""
-        db = self._open_db()
-        self.damaged = []
-        crc32 = zlib.crc32
+        """Every stored (key, state), in key order, through a connection of its own (so it can be
+        read on in a worker thread while flushes commit). A state failing its checksum raises
+        DamagedStore, or with ``discard_damaged`` is left out and its key noted in ``damaged``."""
         try:
-            cursor = db.execute("SELECT key, state FROM items")
-            while rows := cursor.fetchmany(READ_ROWS):
-                for key, stored in rows:
-                    # A flipped bit in a row's header can make a blob read back as text or a number.
-                    if type(key) is bytes and type(stored) is bytes:
-                        state = stored[4:]
-                        if crc32(state, crc32(key)) == int.from_bytes(stored[:4], "big"):
+            with contextlib.closing(self._connect(read_only=True)) as db:
+                cursor = db.execute("SELECT key, state FROM items")
+                while rows := cursor.fetchmany(READ_ROWS):
+                    for key, stored in rows:
+                        state = _checked(key, stored)
+                        if state is not None:
                             yield key, state
-                            continue
-                    if not discard_damaged:
-                        raise DamagedStore(f"{self.path}: the state of item {key!r} fails its checksum")
-                    self.damaged.append(key)
+                        elif discard_damaged:
+                            self.damaged.append(key)
+                        else:
+                            raise DamagedStore(f"{self.path}: the state of item {key!r} fails its checksum")
         except sqlite3.Error as exc:
             raise DamagedStore(f"{self.path}: {exc}") from exc
 
-    def drop(self, keys: Sequence[object]) -> None:
-        """Delete the items under ``keys`` (damaged states the operator chose to start without)."""
+    def state(self, key: bytes) -> bytes | None:
+        """The stored state of one item (None if the store has none): a point read through a
+        connection of its own, for the event loop while the rest is still being read in. A state
+        failing its checksum raises DamagedStore."""
+        if self._reader is None:
+            self._reader = self._connect(read_only=True)
+        try:
+            row = self._reader.execute("SELECT state FROM items WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DamagedStore(f"{self.path}: {exc}") from exc
+        if row is None:
+            return None
+        state = _checked(key, row[0])
+        if state is None:
+            raise DamagedStore(f"{self.path}: the state of item {key!r} fails its checksum")
+        return state
+
+    def drop_damaged(self) -> None:
+        """Delete the rows in ``damaged`` now (at start, before any flush runs)."""
         db = self._open_db()
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
-            # CAST: a key whose type a flipped bit changed compares equal to no blob.
-            db.executemany("DELETE FROM items WHERE CAST(key AS BLOB) = ?", ((key,) for key in keys))
+            _delete(db, self.damaged)
             db.execute("COMMIT")
+        self.damaged = []
 
     def __len__(self) -> int:
         (count,) = self._open_db().execute("SELECT count(*) FROM items").fetchone()
@@ -170,12 +187,29 @@ class ItemStore:
             db, self._db = self._db, None
             if db is not None:
                 db.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        target = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+        db = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
+        db.text_factory = bytes  # a flipped bit can make a blob read back as text: bytes, checked
+        return db
 
     # -- flushes (each call in a worker thread) --------------------------------------------------
 
     async def begin(self) -> None:
-        """Start a flush's transaction."""
-        await self._call(lambda db: db.execute("BEGIN IMMEDIATE"))
+        """Start a flush's transaction; it also deletes the damaged rows found since start (before
+        any state is written, so an item liked again since is written whole)."""
+        damaged = list(self.damaged)
+
+        def begin(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            _delete(db, damaged)
+
+        await self._call(begin)
+        self._deleting = damaged
 
     async def put(self, pairs: Sequence[Pair]) -> None:
         """Write ``(key, state)`` pairs inside the flush's transaction."""
@@ -193,6 +227,8 @@ class ItemStore:
             db.execute("COMMIT")
 
         await self._call(commit)
+        deleted, self._deleting = self._deleting, []
+        self.damaged = [key for key in self.damaged if key not in deleted]
         self.covered = covered
         self.flushes += 1
         self.items_written += items
@@ -228,3 +264,17 @@ class ItemStore:
         if self._db is None:
             raise DataDirError(f"{self.path}: the item store is not open")
         return self._db
+
+
+def _checked(key: object, stored: object) -> bytes | None:
+    """The state of a stored row, or None if the row fails its checksum (a flipped bit in a row's
+    header can even make a blob read back as text or a number)."""
+    if type(key) is not bytes or type(stored) is not bytes:
+        return None
+    state = stored[4:]
+    return state if zlib.crc32(state, zlib.crc32(key)) == int.from_bytes(stored[:4], "big") else None
+
+
+def _delete(db: sqlite3.Connection, keys: Sequence[object]) -> None:
+    # CAST: a key whose type a flipped bit changed compares equal to no blob.
+    db.executemany("DELETE FROM items WHERE CAST(key AS BLOB) = ?", ((key,) for key in keys))

@@ -105,7 +105,7 @@ def create_app(
     metrics.watch_likes(lambda: store.likes)
     metrics.watch_gossip(cluster.stats)
     metrics.watch_members(cluster.members)
-    metrics.watch_log(durability.wal, durability.items, lambda: len(store.unflushed))
+    metrics.watch_log(durability.wal, durability.items, lambda: len(store.unflushed), durability.loader)
     middlewares = [json_errors, guard, causal.middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[STORE] = store
@@ -345,6 +345,9 @@ async def user_likes(request: web.Request) -> web.Response:
     """The items a user likes in (type, id) order, a page at a time; ``next`` is ``type:id``."""
     user, settings = inputs.uint64(request.match_info["user"], "user"), request.app[SETTINGS]
     limit = inputs.page_limit(request.query, settings.default_page_limit, settings.max_page_limit)
+    loader = request.app[DURABILITY].loader
+    if loader is not None:
+        loader.check_listing()
     keys, more = request.app[STORE].liked_items(user, after=inputs.item_cursor(request.query), limit=limit)
     return reply(
         {
@@ -463,6 +466,8 @@ def _wal_status(durability: Durability) -> dict[str, Any]:
         "fsync_p50_ms": _median_ms(wal.fsync_seconds),
         "group_commit_p50_ms": _median_ms(wal.commit_seconds),
         "item_store": {
+            "loaded_items": None if durability.loader is None else durability.loader.loaded,
+            "loading": durability.loader is not None and not durability.loader.done,
             "flushes": durability.items.flushes,
             "items_written": durability.items.items_written,
             "unflushed_items": len(durability.store.unflushed),
@@ -513,10 +518,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def not_ready_reasons(durability: Durability) -> list[str]:
-    """Why the node should get no traffic now; empty when it is ready. Only a log that refuses writes
-    makes it unready: reads are served from memory whatever the disk does."""
+    """Why the node should get no traffic now; empty when it is ready: a log that refuses writes, and
+    an item store still being read in (or found damaged while it was)."""
+    loader = durability.loader
+    loading = None if loader is None else loader.not_ready()
     if durability.writable:
-        return []
+        return [] if loading is None else [loading]
+    if loading is not None and loader is not None and loader.failure is not None:
+        return [loading]  # the reason writes are refused
     wal = durability.wal
     since = "" if wal.failed_since is None else f" since {_utc(wal.failed_since)}"
     return [f"no writes taken{since}: {wal.failure or 'the log recovered; a new writer id is being claimed'}"]

@@ -29,8 +29,9 @@ from node.config import ClusterConfig, NodeSpec, load_config
 from node.durable.datadir import NodeDataDir, NodeIdentity
 from node.durable.durability import Durability
 from node.durable.itemstore import DamagedStore, ItemStore
+from node.durable.loading import AT_START, StoreLoader
 from node.durable.wal import DISCARD_FLAG, Recovery, WriteAheadLog
-from node.errors import ConfigError, DataDirError, StartupError
+from node.errors import ConfigError, DataDirError, StartupError, Unavailable
 from node.http.api import CHECKPOINTER, NodeDescription, create_app
 from node.http.keyring_api import add_keyring_routes
 from node.http.lane import LaneSite
@@ -71,11 +72,20 @@ def gossip_config(config: ClusterConfig, spec: NodeSpec, keys: bytes | tuple[byt
 
 
 def open_store(
-    config: ClusterConfig, writer: str, items: ItemStore, recovery: Recovery, *, discard_damaged: bool = False
-) -> LikeStore:
-    """A store holding everything the node's item store and log hold (``WriteAheadLog.open``). A
-    state in the item store that fails its checksum stops the start (DataDirError naming the flag),
-    or with ``discard_damaged`` is dropped and reported in ``recovery``."""
+    config: ClusterConfig,
+    writer: str,
+    items: ItemStore,
+    recovery: Recovery,
+    *,
+    discard_damaged: bool = False,
+    new_actor: Callable[[], str] | None = None,
+    at_start: int = AT_START,
+) -> tuple[LikeStore, StoreLoader]:
+    """A store holding the first ``at_start`` items of the item store, then everything the log holds
+    after it (``WriteAheadLog.open``), and the loader that reads the rest in while the node serves
+    (``node.durable.loading``). A state in the item store that fails its checksum stops the start
+    (DataDirError naming the flag), or with ``discard_damaged`` is dropped and reported in
+    ``recovery``; ``new_actor`` claims a new actor id when that happens later."""
     store = LikeStore(
         writer,
         max_counters_per_item=config.api.max_counters_per_item,
@@ -83,28 +93,31 @@ def open_store(
     )
     for damage in recovery.damage:
         log.warning("write-ahead log damaged: %s", damage)
+    loader = StoreLoader(store, items, discard_damaged=discard_damaged, new_actor=new_actor)
     try:
-        unreadable = store.restore(items.states(discard_damaged=discard_damaged))
+        loader.read(at_start)
+        # A delta of the log's tail joins its item's stored state, read first if not read yet.
+        unreadable = store.restore(recovery.snapshot) + store.restore(recovery.deltas)
     except DamagedStore as exc:
         raise _refusal(exc) from None
+    except Unavailable as exc:  # a stored state the log's tail needed is damaged
+        raise DataDirError(f"{items.path}: {exc}") from None
     if items.damaged:
-        items.drop(items.damaged)
         line = f"{items.path.name}: {len(items.damaged)} damaged item states discarded"
+        items.drop_damaged()
         log.warning("item store damaged: %s", line)
         recovery.damage.append(line)
         recovery.snapshot_discarded = True
-    stored = len(store)
-    store.unflushed.drain()  # the item store holds these; what follows it must reach it next flush
-    unreadable += store.restore(recovery.snapshot) + store.restore(recovery.deltas)
     if unreadable:
         log.warning("%d unreadable entries skipped in restoring; anti-entropy repairs them", unreadable)
     log.info(
-        "restored %d items: %d from the item store, then %d log records",
+        "restored %d items: %d from the item store%s, then %d log records",
         len(store),
-        stored,
+        loader.loaded,
+        "" if loader.done else " (the rest is read in while serving)",
         recovery.records,
     )
-    return store
+    return store, loader
 
 
 def open_item_store(items: ItemStore, *, discard_damaged: bool) -> str | None:
@@ -142,7 +155,7 @@ def build_node_app(
     name: str,
     store: LikeStore,
     wal: WriteAheadLog,
-    items: ItemStore,
+    loader: StoreLoader,
     identity: NodeIdentity,
     keys: tuple[bytes, ...],
     *,
@@ -162,13 +175,14 @@ def build_node_app(
     durability = Durability(
         store,
         wal,
-        items,
+        loader.items,
         gossiper.replicate,
         gossiper.deltas_ready,
         cluster_size=len(config.nodes),
         write_timeout=config.api.write_timeout_ms / 1000,
         flush_bytes=config.storage.flush_bytes,
         new_writer=new_writer,
+        loader=loader,
     )
     description = NodeDescription(
         name=spec.name,
@@ -298,14 +312,20 @@ def run_node(
         if discarded is not None:
             recovery.damage.append(discarded)
             recovery.snapshot_discarded = True
+        fresh_actor = recovery.snapshot_discarded
         identity = data_dir.claim_identity(
-            resume=resumes_writer(recovery, wal, items.covered), new_actor=recovery.snapshot_discarded
+            resume=resumes_writer(recovery, wal, items.covered), new_actor=fresh_actor
         )
         log.info("node %s starting as %s (writer %s)", name, identity.actor, identity.writer)
-        store = open_store(
-            config, identity.writer, items, recovery, discard_damaged=discard_damaged
+        store, loader = open_store(
+            config,
+            identity.writer,
+            items,
+            recovery,
+            discard_damaged=discard_damaged,
+            new_actor=lambda: data_dir.claim_identity(new_actor=True).writer,
         )
-        if items.damaged:  # dropped states may have held dots of this writer
+        if recovery.snapshot_discarded and not fresh_actor:  # dropped states may have held its dots
             identity = data_dir.claim_identity(new_actor=True)
             store.set_writer(identity.writer)
             log.info("node %s continues as %s (writer %s)", name, identity.actor, identity.writer)
@@ -314,7 +334,7 @@ def run_node(
             name,
             store,
             wal,
-            items,
+            loader,
             identity,
             keys,
             parent_pid=parent_pid,

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from crdt import ORSet, PNCounter, smallset
 from crdt.dots import ACTOR_BITS, COUNTER_STEP, actor_index, named
 from gossip.errors import PayloadError
-from node.errors import InvalidValue, ItemCodecError, NotDurable
+from node.errors import InvalidValue, ItemCodecError, NotDurable, Unavailable
 from node.state.changes import ChangedKeys, ChangeListener
 from node.state.digests import ItemDigests
 from node.state.dirty import DirtyItems
@@ -94,6 +94,9 @@ class LikeStore:
         self.index = UserIndex(self, hot_item_likes)
         self.unflushed = ChangedKeys()
         self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests, self.unflushed)
+        #: While the item store is still being read in, a point read of an item not held yet
+        #: (``read_through``), so a request or a delta for it sees its stored state first.
+        self._stored: Callable[[bytes], bytes | None] | None = None
         #: Encoded local deltas not yet taken for the write-ahead log, one per write, in order.
         self._journal: list[tuple[bytes, bytes]] = []
         #: Local writes staged and not yet applied, per item (see "local writes" below), and in order.
@@ -119,21 +122,21 @@ class LikeStore:
 
     def item(self, raw: bytes) -> Item:
         """The item under ``raw`` (an empty one if unknown). Read it, never change it."""
-        held = self._items.get(raw)
+        held = self._get(raw)
         if held is None:
             return Item()
         return Item(smallset.unpack(held)) if isinstance(held, bytes) else held
 
     def count_of(self, raw: bytes) -> int:
         """How many users like the item under ``raw``."""
-        held = self._items.get(raw)
+        held = self._get(raw)
         if held is None:
             return 0
         return smallset.size(held) if isinstance(held, bytes) else len(held.likers)
 
     def likers_of(self, raw: bytes) -> Collection[int]:
         """The users who like the item under ``raw``."""
-        held = self._items.get(raw)
+        held = self._get(raw)
         if held is None:
             return ()
         return smallset.elements(held) if isinstance(held, bytes) else held.likers
@@ -141,6 +144,32 @@ class LikeStore:
     def item_keys(self) -> list[bytes]:
         """The key of every item held."""
         return list(self._items)
+
+    # -- reading the item store in while serving ----------------------------------------------------
+
+    def read_through(self, stored: Callable[[bytes], bytes | None] | None) -> None:
+        """Until called with None, read an item not held yet from ``stored`` (the item store's point
+        read) before anything reads or changes it: the rest of the store is being read in."""
+        self._stored = stored
+
+    def _get(self, raw: bytes) -> Held | None:
+        """The item under ``raw`` as held, read from the item store first if it is still being read in."""
+        held = self._items.get(raw)
+        if held is None and self._stored is not None:
+            state = self._stored(raw)
+            if state is not None:
+                self.restore_stored(((raw, state),))
+                held = self._items.get(raw)
+        return held
+
+    def restore_stored(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
+        """``restore`` states read from the item store: already there, so not ``unflushed``."""
+        listeners = self._listeners
+        self._listeners = tuple(listener for listener in listeners if listener is not self.unflushed)
+        try:
+            return self._restore(pairs)
+        finally:
+            self._listeners = listeners
 
     # -- local writes ------------------------------------------------------------------------------
     #
@@ -165,6 +194,11 @@ class LikeStore:
     def refuse_writes(self, reason: str | None) -> None:
         """Refuse every write with ``NotDurable(reason)`` until called again with None."""
         self._refusal = reason
+
+    @property
+    def refusal(self) -> str | None:
+        """Why writes are refused (``refuse_writes``), or None."""
+        return self._refusal
 
     @property
     def writable(self) -> bool:
@@ -233,7 +267,7 @@ class LikeStore:
     def add_to_counter(self, key: ItemKey, name: str, amount: int) -> int:
         """Add ``amount`` (negative to subtract) to the item's counter ``name``; return its value."""
         raw = key.to_bytes()
-        held = self._items.get(raw)
+        held = self._get(raw)
         item = None if held is None else self.item(raw)
         staged = self._staged.get(raw)
         shadow = None if staged is None or staged.counters is None else staged.counters.get(name)
@@ -278,7 +312,7 @@ class LikeStore:
     def _stage(self, raw: bytes, user: int, liking: bool) -> tuple[bool, int, int]:
         """Stage a like or an unlike of ``user``: whether it changes anything, the count once it (and
         every write staged before it) is applied, and a like's new dot (0 otherwise)."""
-        held = self._items.get(raw)
+        held = self._get(raw)
         staged = self._staged.get(raw)
         mine = None if staged is None else staged.users.get(user)
         if mine is not None:
@@ -409,7 +443,7 @@ class LikeStore:
             mine = staged.users.get(user)
             if mine is not None:
                 return mine[1]
-        return _held_dots(self._items.get(raw), user)
+        return _held_dots(self._get(raw), user)
 
     @staticmethod
     def _named(dots: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
@@ -419,7 +453,7 @@ class LikeStore:
 
     def liked(self, key: ItemKey, user: int) -> bool:
         """Whether ``user`` likes the item."""
-        held = self._items.get(key.to_bytes())
+        held = self._get(key.to_bytes())
         if isinstance(held, bytes):
             return smallset.contains(held, user)
         return held is not None and user in held.likers
@@ -432,7 +466,7 @@ class LikeStore:
     def observed(self, raw: bytes, user: int, writer: str, counter: int, *, removed: bool) -> bool:
         """Whether the item under ``raw`` has seen the dot ``(writer, counter)`` (``removed``: and seen
         it removed from ``user``). Read-only; monotone, so a causal wait can poll it."""
-        if raw not in self._items:
+        if self._get(raw) is None:
             return False
         item = self.item(raw)
         if removed:
@@ -445,7 +479,7 @@ class LikeStore:
 
     def counters(self, key: ItemKey) -> dict[str, int]:
         """The item's named counters and their values."""
-        held = self._items.get(key.to_bytes())
+        held = self._get(key.to_bytes())
         return held.counter_values() if isinstance(held, Item) else {}
 
     def likers(self, key: ItemKey, *, after: int | None, limit: int) -> tuple[list[int], bool]:
@@ -493,6 +527,13 @@ class LikeStore:
         Joins commute, so the one-like deltas that fill most of a log are gathered per item and
         joined as one delta each, instead of a million joins of one like.
         """
+        if self._stored is not None:  # what the item store holds of these items comes first
+            pairs = list(pairs)
+            for key, _ in pairs:
+                self._get(bytes(key))
+        return self._restore(pairs)
+
+    def _restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
         damaged = 0
         likes: dict[bytes, list[tuple[int, int]]] = {}
         for key, payload in pairs:
@@ -501,7 +542,7 @@ class LikeStore:
                     ItemKey.from_bytes(key)
                     likes.setdefault(bytes(key), []).append(decode_like(payload))
                 else:
-                    self.merge(key, payload)
+                    self._merge(key, payload)
             except (PayloadError, ItemCodecError):
                 damaged += 1
         for raw, added in likes.items():
@@ -528,27 +569,36 @@ class LikeStore:
 
     def state(self, key: bytes) -> bytes | None:
         """The item's full payload, or None if this node has never heard of it."""
-        held = self._items.get(key)
+        held = self._get(key)
         if held is None:
             return None
         return encode_small_item(held) if isinstance(held, bytes) else encode_item(held)
 
     def weight(self, key: bytes) -> int:
         """About the bytes of the item's state, without encoding it: 15 B a liker, as encoded."""
-        held = self._items.get(key)
+        held = self._get(key)
         if not isinstance(held, Item):
             return STATE_BYTES_PERLIKER * self.count_of(key)
         return STATE_BYTES_PERLIKER * len(held.likers) + 64 * len(held.counters)
 
     async def state_aside(self, key: bytes) -> bytes | None:
         """``state``, a big item's encoded off the event loop (``encode_item_aside``)."""
-        held = self._items.get(key)
+        held = self._get(key)
         if not isinstance(held, Item):
             return self.state(key)
         return await encode_item_aside(held)
 
     def merge(self, key: bytes, payload: bytes) -> None:
         """Join a peer's delta or state into the item; PayloadError (and no change) if invalid."""
+        raw = key if type(key) is bytes else bytes(key)
+        if self._stored is not None:
+            try:
+                self._get(raw)
+            except Unavailable as exc:  # a damaged stored state: this delta waits for a repair
+                raise PayloadError(str(exc)) from exc
+        self._merge(raw, payload)
+
+    def _merge(self, key: bytes, payload: bytes) -> None:
         raw = key if type(key) is bytes else bytes(key)
         try:
             if raw not in self._items:  # a key held here was checked before

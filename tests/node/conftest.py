@@ -18,6 +18,7 @@ from gossip.member import MemberInfo, MemberState
 from node.config import ApiSettings
 from node.durable.durability import Durability
 from node.durable.itemstore import ItemStore
+from node.durable.loading import StoreLoader
 from node.durable.wal import WriteAheadLog
 from node.http.api import METRICS, NodeDescription, create_app
 from node.http.lane import LaneSite
@@ -84,8 +85,10 @@ def solo_durability(
     cluster: SoloCluster,
     *,
     write_timeout: float = 1.0,
+    loader: StoreLoader | None = None,
 ) -> Durability:
-    """The durability of a node alone, over an opened log and item store."""
+    """The durability of a node alone, over an opened log and item store (``loader``: still being
+    read in)."""
     return Durability(
         store,
         wal,
@@ -95,6 +98,7 @@ def solo_durability(
         cluster_size=1,
         write_timeout=write_timeout,
         flush_bytes=64 * 1024 * 1024,
+        loader=loader,
     )
 
 

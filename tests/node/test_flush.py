@@ -40,7 +40,7 @@ def start(directory: Path) -> tuple[Durability, Recovery]:
     assert open_item_store(items, discard_damaged=False) is None
     wal = WriteAheadLog(directory)
     recovery = wal.open(items.covered)
-    store = open_store(ClusterConfig(nodes=()), WRITER, items, recovery)
+    store, _ = open_store(ClusterConfig(nodes=()), WRITER, items, recovery)
     durability = solo_durability(store, wal, items, SoloCluster())
     durability.start()
     return durability, recovery

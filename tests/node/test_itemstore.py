@@ -231,7 +231,7 @@ async def test_a_state_damaged_in_the_file_fails_its_checksum_unless_discarded(t
         list(items.states())
     assert list(items.states(discard_damaged=True)) == [(b"b", b"state-b")]
     assert items.damaged == [b"a"]
-    items.drop(items.damaged)
+    items.drop_damaged()
     assert list(items.states()) == [(b"b", b"state-b")] and items.damaged == []
     items.close()
 
@@ -246,7 +246,7 @@ async def test_a_start_over_a_damaged_state_stops_unless_the_operator_discards_i
     with pytest.raises(DataDirError, match=DISCARD_FLAG):
         open_store(ClusterConfig(nodes=()), "n1-0123456789abcdef.1", items, Recovery())
     recovery = Recovery()
-    store = open_store(
+    store, _ = open_store(
         ClusterConfig(nodes=()), "n1-0123456789abcdef.1", items, recovery, discard_damaged=True
     )
     assert len(store) == 0 and len(items) == 0  # dropped from the item store as well

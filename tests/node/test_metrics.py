@@ -55,6 +55,8 @@ EXPECTED = {
     "likes_item_store_written_items": ("counter", set()),
     "likes_item_store_unflushed_items": ("gauge", set()),
     "likes_item_store_bytes": ("gauge", set()),
+    "likes_item_store_loading": ("gauge", set()),
+    "likes_item_store_loaded_items": ("gauge", set()),
     "likes_wal_failed": ("gauge", set()),
     "likes_wal_failures": ("counter", set()),
     "likes_wal_recoveries": ("counter", set()),
