@@ -131,6 +131,21 @@ def insert(packed: bytes, element: int, dot: int) -> bytes | None:
     return _build(vv, elements, dots)
 
 
+def one_like(packed: bytes) -> tuple[str, int, int, int] | None:
+    """``(writer, top, element, counter)`` when ``packed`` is one element liked under one writer's
+    dot ``(writer, counter)``, its context that writer's ``1..top``; None for any other set."""
+    if len(packed) != _ONE.size + 1 or packed[0] != 1:
+        return None
+    context, element, dot = _ONE.unpack_from(packed, 1)
+    return actor_name(context & ACTOR_MASK), context >> ACTOR_BITS, element, dot >> ACTOR_BITS
+
+
+def from_one_like(writer: Any, top: Any, element: Any, counter: Any) -> bytes | None:
+    """The packed set ``one_like`` describes, or None if the values cannot be one (checked as the
+    wire form's are)."""
+    return _one_like(writer, [0, top], [element, 0, counter])
+
+
 def to_wire(packed: bytes) -> list[Any]:
     """``ORSet.to_wire`` of the packed set, the same list, without unpacking it (an item's digest and
     state are its encoding: a node digests every item it holds)."""
@@ -204,11 +219,21 @@ def _one_like(name: Any, vv: list[Any], singles: list[Any]) -> bytes | None:
         or MAX_ELEMENTS < 1
     ):
         return None
-    try:
-        (actor,) = actor_table([name])
-    except CodecError:
-        return None
+    actor = _writers.get(name) if type(name) is str else None
+    if actor is None:
+        try:
+            (actor,) = actor_table([name])
+        except CodecError:
+            return None
+        if len(_writers) < MAX_WRITERS_CACHED:
+            _writers[name] = actor
     return _one(make_dot(actor, top), element, make_dot(actor, counter))
+
+
+#: Writer names already checked and their actor indexes: a start reads a million one-like sets
+#: written by a handful of writers.
+_writers: dict[str, int] = {}
+MAX_WRITERS_CACHED = 4096
 
 
 #: A packed set of one element: its one version-vector entry, the element, its dot (as ``array("Q")``

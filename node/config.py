@@ -81,6 +81,9 @@ class StorageSettings:
     #: once the log holds this many bytes: what a restart replays at most. Lower means faster
     #: restarts and more flushes; a flush writes only the items changed since the last one.
     flush_bytes: int = _bounded(64 * 1024 * 1024, 1024, 2**40)
+    #: ... or once this many items changed since the last flush: what a clean stop writes, and the
+    #: log's tail a start replays, at most (a flush of 100,000 small items takes about 0.7 s).
+    flush_items: int = _bounded(100_000, 1, 2**40)
 
 
 @dataclass(frozen=True)

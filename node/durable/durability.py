@@ -19,7 +19,8 @@ could not. Such retries are rare; the state of a huge item makes a large message
 
 Flushes write the items changed since the last one to the item store (``node.durable.itemstore``)
 and then delete the log segments it covers: in the background once the log outgrows
-``storage.flush_bytes``, and once more at a clean shutdown so the next start has little to replay.
+``storage.flush_bytes`` or ``storage.flush_items`` items changed, and once more at a clean shutdown,
+so the next start has little to replay and a stop little to write.
 A flush encodes ``FLUSH_SLICE`` items per turn of the event loop and hands each slice to the store's
 thread, so neither requests nor memory wait on the number of items changed. Changes from peers are
 not logged; a flush stores them too, and a crash before it loses them here only: peers still hold
@@ -90,6 +91,7 @@ class Durability:
         cluster_size: int,
         write_timeout: float,
         flush_bytes: int,
+        flush_items: int = 100_000,
         new_writer: Callable[[], str] | None = None,
         loader: StoreLoader | None = None,
     ) -> None:
@@ -108,6 +110,7 @@ class Durability:
         self._cluster_size = cluster_size
         self._write_timeout = write_timeout
         self._flush_bytes = flush_bytes
+        self._flush_items = flush_items
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -250,7 +253,7 @@ class Durability:
                 for start in range(0, len(pending), FLUSH_SLICE):
                     pairs = []
                     for raw in pending[start : start + FLUSH_SLICE]:
-                        state = await self.store.state_aside(raw)
+                        state = await self.store.stored_state(raw)
                         if state is not None:
                             pairs.append((raw, state))
                     if writing is not None:  # one slice written while the next is encoded
@@ -274,7 +277,11 @@ class Durability:
         while True:
             await asyncio.sleep(FLUSH_CHECK_INTERVAL)
             try:
-                if self.writable and await asyncio.to_thread(self.wal.segment_bytes) >= self._flush_bytes:
+                if not self.writable:
+                    continue
+                if len(self.store.unflushed) >= self._flush_items or (
+                    await asyncio.to_thread(self.wal.segment_bytes) >= self._flush_bytes
+                ):
                     await self.flush()
             except Exception:  # a full disk, say: keep logging; retry at the next check
                 log.exception("flush failed")

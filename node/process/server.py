@@ -181,6 +181,7 @@ def build_node_app(
         cluster_size=len(config.nodes),
         write_timeout=config.api.write_timeout_ms / 1000,
         flush_bytes=config.storage.flush_bytes,
+        flush_items=config.storage.flush_items,
         new_writer=new_writer,
         loader=loader,
     )

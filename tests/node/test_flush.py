@@ -64,8 +64,11 @@ def segments(directory: Path) -> list[str]:
 
 
 def held(items: ItemStore) -> dict[bytes, bytes]:
-    """Every state in the item store, by key."""
-    return dict(items.states())
+    """Every state in the item store, by key, in the general form (the store keeps a one-like item
+    in its own)."""
+    reader = LikeStore("reader-0123456789abcdef.1")
+    assert reader.restore_stored(items.states()) == 0
+    return states(reader)
 
 
 def states(store: LikeStore) -> dict[bytes, bytes]:

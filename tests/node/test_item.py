@@ -11,9 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import node.state.item
-from crdt import ORSet, PNCounter, encode
+from crdt import ORSet, PNCounter, encode, smallset
+from crdt.dots import actor_index, make_dot
+from gossip.errors import PayloadError
 from node.errors import ItemCodecError
-from node.state.item import MAX_ID, Item, ItemKey, decode_item, encode_item, encode_item_aside
+from node.state.item import (
+    MAX_ID,
+    ONE_LIKE_PREFIX,
+    Item,
+    ItemKey,
+    decode_item,
+    decode_stored_one_like,
+    encode_item,
+    encode_item_aside,
+    encode_small_item,
+    encode_stored,
+)
+from node.state.store import LikeStore
 
 content_types = st.from_regex(r"[a-z][a-z0-9_]{0,19}", fullmatch=True)
 ids = st.integers(0, MAX_ID)
@@ -154,3 +168,64 @@ def test_a_copy_is_independent() -> None:
     item.counters["views"].increment("n1", 1)
     assert clone.likers.value() == {5} and clone.counters["views"].value() == 0
     assert decode_item(encode_item(clone), max_bytes=1 << 20) == clone
+
+
+# -- the item store's form of a one-like item ----------------------------------------------------
+
+
+@given(
+    st.sampled_from(["n1-0123456789abcdef.1", "n2-fedcba9876543210.7"]),
+    st.integers(1, 40),
+    st.integers(0, MAX_ID),
+    st.data(),
+)
+def test_a_one_like_item_is_stored_in_its_own_form_and_read_back_as_the_same_set(
+    writer: str, top: int, user: int, data: st.DataObject
+) -> None:
+    counter = data.draw(st.integers(1, top))
+    # The set the general wire form reads: the writer's 1..top seen, ``user`` liked under ``counter``.
+    packed = smallset.from_wire([[writer], [0, top], [], [user, 0, counter], []])
+    assert packed is not None and smallset.size(packed) == 1
+    stored = encode_stored(packed)
+    assert stored[:1] == ONE_LIKE_PREFIX and len(stored) < len(encode_small_item(packed))
+    assert decode_stored_one_like(stored) == packed
+
+
+def test_a_small_item_of_several_likes_is_stored_in_the_general_form() -> None:
+    packed = smallset.pack(
+        ORSet.of_dots(
+            [
+                (1, make_dot(actor_index("n1-0123456789abcdef.1"), 1)),
+                (2, make_dot(actor_index("n1-0123456789abcdef.1"), 2)),
+            ]
+        )
+    )
+    assert packed is not None and encode_stored(packed) == encode_small_item(packed)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        ONE_LIKE_PREFIX,
+        ONE_LIKE_PREFIX + b"\xc1",
+        ONE_LIKE_PREFIX + msgpack.packb(["n1-0123456789abcdef.1", 1, 5]),
+        ONE_LIKE_PREFIX + msgpack.packb(["n1-0123456789abcdef.1", 1, 5, 2]),  # a dot past its context
+        ONE_LIKE_PREFIX + msgpack.packb(["", 1, 5, 1]),  # no writer
+        ONE_LIKE_PREFIX + msgpack.packb(["n1-0123456789abcdef.1", 1, -5, 1]),
+        ONE_LIKE_PREFIX + msgpack.packb([["n1"], 1, 5, 1]),
+    ],
+)
+def test_a_damaged_stored_one_like_item_is_no_set(payload: bytes) -> None:
+    assert decode_stored_one_like(payload) is None
+
+
+def test_only_the_item_store_may_use_its_own_form() -> None:
+    packed = smallset.pack(ORSet.of_dots([(5, make_dot(actor_index("n1-0123456789abcdef.1"), 1))]))
+    assert packed is not None
+    store = LikeStore("n2-fedcba9876543210.1")
+    key = ItemKey("post", 1).to_bytes()
+    with pytest.raises(PayloadError):  # a peer's delta in it is malformed
+        store.merge(key, encode_stored(packed))
+    assert store.restore([(key, encode_stored(packed))]) == 1  # nor does the log hold it
+    assert store.restore_stored([(key, encode_stored(packed))]) == 0
+    assert store.count(ItemKey("post", 1)) == 1 and store.unflushed.drain() == set()

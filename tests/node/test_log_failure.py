@@ -114,7 +114,7 @@ async def test_the_node_takes_writes_again_by_itself_under_a_new_writer(
     items = ItemStore(tmp_path / "wal")  # the clean stop flushed there
     recovery = WriteAheadLog(tmp_path / "wal").open(items.open())
     replayed = LikeStore("n1-0123456789abcdef.9")
-    replayed.restore(items.states())
+    replayed.restore_stored(items.states())
     replayed.restore(recovery.deltas)
     assert set(replayed.likers(KEY, after=None, limit=10)[0]) == {1, 3}  # 2 was refused
 
