@@ -45,6 +45,8 @@ Pair = tuple[bytes, bytes]
 FILE = "items.db"
 #: The layout this module writes and reads.
 FORMAT = 1
+#: Bytes SQLite's own log keeps on disk between flushes (a flush of many items grows it past that).
+WAL_LIMIT = 8 * 1024 * 1024
 #: Rows per fetch while a start reads the store.
 READ_ROWS = 4096
 
@@ -93,6 +95,7 @@ class ItemStore:
             db = self._connect()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             if not meta:
                 create = f"BEGIN IMMEDIATE; {_SCHEMA} INSERT INTO meta VALUES ('format', {FORMAT}); COMMIT;"
                 db.executescript(create)
