@@ -468,6 +468,7 @@ def _wal_status(durability: Durability) -> dict[str, Any]:
         "item_store": {
             "loaded_items": None if durability.loader is None else durability.loader.loaded,
             "loading": durability.loader is not None and not durability.loader.done,
+            "failure": None if durability.loader is None else durability.loader.failure,
             "flushes": durability.items.flushes,
             "items_written": durability.items.items_written,
             "unflushed_items": len(durability.store.unflushed),

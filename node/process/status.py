@@ -90,6 +90,10 @@ class NodeRow:
     wal_failed_since: float | None = None
     wal_failures: int | None = None
     wal_recoveries: int | None = None
+    #: Its item store: items read in so far while a start still reads it (None once read whole), and
+    #: why it refuses writes if it found a damaged state meanwhile.
+    store_loading: int | None = None
+    store_failure: str | None = None
     checkpoint_lag_s: float | None = None
     checkpoint_pending: int | None = None
     #: Each checkpoint sink as this node reports it.
@@ -141,7 +145,9 @@ class ClusterStatus:
     @property
     def exit_status(self) -> int:
         """0 when every node answered, all hold the same state and every log takes writes, 1 otherwise."""
-        healthy = all(row.up and row.wal_failure is None for row in self.nodes)
+        healthy = all(
+            row.up and row.wal_failure is None and row.store_failure is None for row in self.nodes
+        )
         return 0 if self.agree and healthy else 1
 
     def member_names(self) -> list[str]:
@@ -268,6 +274,11 @@ def render(status: ClusterStatus, console: Console) -> None:
             console.print(Text(f"{row.name} is down: {row.problem}", style="red"))
         elif row.wal_failure is not None:
             console.print(Text(f"{row.name} refuses writes{_wal_failure(row)}", style="red"))
+        elif row.store_failure is not None:
+            console.print(Text(f"{row.name} refuses writes: {row.store_failure}", style="red"))
+        elif row.store_loading is not None:
+            text = f"{row.name} is reading its item store in ({row.store_loading:,} items so far): not ready"
+            console.print(Text(text, style="yellow"))
         elif row.wal_failures:
             text = f"{row.name} takes writes again: its write-ahead log {_wal_history(row)}"
             console.print(Text(text, style="yellow"))
@@ -422,6 +433,11 @@ def _row(report: NodeReport) -> NodeRow:
         row.wal_failed_since = float(since) if isinstance(since, int | float) else None
         row.wal_failures = _int(wal.get("failures"))
         row.wal_recoveries = _int(wal.get("recoveries"))
+        store = wal.get("item_store")
+        if isinstance(store, dict):
+            row.store_loading = _int(store.get("loaded_items")) if store.get("loading") is True else None
+            failure = store.get("failure")
+            row.store_failure = None if failure is None else str(failure)
     sinks = view.get("checkpoint")
     if isinstance(sinks, dict) and sinks:
         lanes = [(name, lane) for name, lane in sinks.items() if isinstance(lane, dict)]

@@ -168,6 +168,31 @@ def test_a_log_that_failed_and_recovered_leaves_the_exit_status_0() -> None:
     assert "FAILED" not in text and "1.2 ms" in text
 
 
+@pytest.mark.parametrize(
+    ("store", "said", "exit_status"),
+    [
+        (
+            {"loading": True, "loaded_items": 250_000, "failure": None},
+            "n1 is reading its item store in (250,000 items so far): not ready",
+            0,
+        ),
+        (
+            {"loading": True, "loaded_items": 9, "failure": "items.db: item b'x' fails its checksum"},
+            "n1 refuses writes: items.db: item b'x' fails its checksum",
+            1,
+        ),
+    ],
+)
+def test_an_item_store_being_read_in_or_found_damaged_is_named(
+    store: dict[str, object], said: str, exit_status: int
+) -> None:
+    wal = {"group_commit_p50_ms": 1.25, "failure": None, "failures": 0, "recoveries": 0, "item_store": store}
+    answer = view("n1", likes=5, fingerprint="ee" * 16, states={"n1": "alive"}, wal=wal)
+    reports = [NodeReport(spec("n1", 8001), answer)]
+    assert summarize(reports).exit_status == exit_status
+    assert said in " ".join(render(reports).split())
+
+
 # -- against real nodes --------------------------------------------------------------------------
 
 
