@@ -84,6 +84,9 @@ class StorageSettings:
     #: ... or once this many items changed since the last flush: what a clean stop writes, and the
     #: log's tail a start replays, at most (a flush of 100,000 small items takes about 0.7 s).
     flush_items: int = _bounded(100_000, 1, 2**40)
+    #: Items of the item store a start reads before the node serves (about two seconds' worth); a
+    #: bigger store is read on while it serves, not ready meanwhile (``node.durable.loading``).
+    read_at_start: int = _bounded(200_000, 1, 2**40)
 
 
 @dataclass(frozen=True)

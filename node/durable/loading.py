@@ -1,6 +1,6 @@
 """Reading the item store in: the first items before the node serves, the rest while it serves.
 
-A start reads up to ``AT_START`` items before the node serves (the whole store of most nodes), and
+A start reads up to ``AT_START`` items (``storage.read_at_start``) before the node serves, and
 then, if more remain, the rest in the background, ``PAGE`` items read in a worker thread per turn of
 the event loop: a restart takes about as long for ten million items as for a few hundred thousand.
 Meanwhile the store reads an item it does not hold yet from the item store before anything reads or

@@ -325,6 +325,7 @@ def run_node(
             recovery,
             discard_damaged=discard_damaged,
             new_actor=lambda: data_dir.claim_identity(new_actor=True).writer,
+            at_start=config.storage.read_at_start,
         )
         if recovery.snapshot_discarded and not fresh_actor:  # dropped states may have held its dots
             identity = data_dir.claim_identity(new_actor=True)
