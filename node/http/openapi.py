@@ -240,13 +240,16 @@ RESPONSES: dict[str, Any] = {
     "Unavailable": _json(
         _ERROR,
         "`write_timeout` (the write level was not met in time; the write is "
-        "durable here and still spreads), `not_durable` (this node's disk fails) or `causal_timeout` "
-        "(the writes a causal token names did not arrive in time; nothing was applied)",
+        "durable here and still spreads), `not_durable` (this node's disk fails), `causal_timeout` "
+        "(the writes a causal token names did not arrive in time; nothing was applied) or `unavailable` "
+        "(the node is still reading its item store in, or found a stored state damaged; `Retry-After` "
+        "says when to ask again, another node can answer at once)",
     ),
     "NotReady": _json(
         _ERROR,
-        "`not_ready`: the node takes no writes now, its message says why (its write-ahead log failed: "
-        "it still serves reads and takes writes again by itself once its disk does)",
+        "`not_ready`: the node should get no traffic now, its message says why: its write-ahead log "
+        "failed (it still serves reads and takes writes again by itself once its disk does), or it "
+        "is still reading its item store in after a start (it serves meanwhile)",
     ),
 }
 
@@ -402,9 +405,10 @@ PATHS: dict[str, Any] = {
     },
     "/v1/users/{user}/likes": {
         "get": _op(
-            "The items a user likes in (type, id) order, a page at a time",
+            "The items a user likes in (type, id) order, a page at a time (503 `unavailable` while the "
+            "node still reads its item store in after a start)",
             _json(_ref("schemas", "UserLikes"), "a page of items"),
-            ["NotFound", "Invalid"],
+            ["NotFound", "Invalid", "Unavailable"],
             params=["user", "limit", "after_item"],
         ),
     },
