@@ -436,11 +436,10 @@ def parse_config(raw: object, *, base_dir: Path) -> ClusterConfig:
     data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
     storage = _parse_section(StorageSettings, storage_raw, "storage", given={"data_dir": data_dir})
     checkpoint = _parse_section(CheckpointSettings, raw.get("checkpoint", {}), "checkpoint")
-    for key in ("redis_url", "mysql_url"):
+    for key, schemes in _SINK_SCHEMES.items():
         url = getattr(checkpoint, key)
-        scheme = key.split("_")[0]
-        if url is not None and not url.startswith(f"{scheme}://"):
-            raise ConfigError(f"checkpoint.{key}: expected a {scheme}:// URL")
+        if url is not None and not url.startswith(schemes):
+            raise ConfigError(f"checkpoint.{key}: expected a {' or '.join(schemes)} URL")
     gossip = _parse_gossip(raw.get("gossip", {}))
     api = _parse_section(ApiSettings, raw.get("api", {}), "api")
     if api.default_page_limit > api.max_page_limit:
@@ -531,6 +530,10 @@ def _mapping(raw: object, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}.{key}: keys must be strings")
     return dict(raw)
 
+
+#: The URL schemes each sink takes: ``rediss://`` is Redis over TLS (``?ssl_ca_certs=/path/ca.pem`` names
+#: the CA to verify the server with), ``unix://`` a local socket.
+_SINK_SCHEMES = {"redis_url": ("redis://", "rediss://", "unix://"), "mysql_url": ("mysql://",)}
 
 #: Keys an earlier version read, and what they are called now.
 _RENAMED = {"storage.snapshot_bytes": "storage.flush_bytes"}

@@ -141,6 +141,8 @@ BAD_FILES = [
     ("nodes:\n" + NODE + SECRET + "storage: {data_dir: 5}\n", "storage.data_dir"),
     ("nodes:\n" + NODE + SECRET + "storage: {dir: x}\n", "storage.dir"),
     ("nodes:\n" + NODE + SECRET + "storage: {snapshot_bytes: 1024}\n", "renamed storage.flush_bytes"),
+    ("nodes:\n" + NODE + SECRET + "checkpoint: {redis_url: 'http://x:6379'}\n", "checkpoint.redis_url"),
+    ("nodes:\n" + NODE + SECRET + "checkpoint: {mysql_url: 'rediss://127.0.0.1'}\n", "checkpoint.mysql_url"),
     ("nodes:\n" + NODE, "security"),
     ("nodes:\n" + NODE + "security: {}\n", "security"),
     ("nodes:\n" + NODE + "security: {secret: 0123456789abcdef, secret_env: X}\n", "security"),
