@@ -217,8 +217,7 @@ class ItemStore:
     async def put(self, pairs: Sequence[Pair]) -> None:
         """Write ``(key, state)`` pairs inside the flush's transaction."""
         if pairs:
-            crc32 = zlib.crc32
-            rows = [(key, crc32(state, crc32(key)).to_bytes(4, "big") + state) for key, state in pairs]
+            rows = [(key, _crc(key, state) + state) for key, state in pairs]
             await self._call(lambda db: db.executemany(_PUT, rows))
 
     async def commit(self, covered: int, items: int) -> None:
@@ -275,7 +274,12 @@ def _checked(key: object, stored: object) -> bytes | None:
     if type(key) is not bytes or type(stored) is not bytes:
         return None
     state = stored[4:]
-    return state if zlib.crc32(state, zlib.crc32(key)) == int.from_bytes(stored[:4], "big") else None
+    return state if _crc(key, state) == stored[:4] else None
+
+
+def _crc(key: bytes, state: bytes) -> bytes:
+    """The 4 bytes a stored state starts with: CRC-32 of key and state, big-endian."""
+    return zlib.crc32(state, zlib.crc32(key)).to_bytes(4, "big")
 
 
 def _delete(db: sqlite3.Connection, keys: Sequence[object]) -> None:

@@ -1,10 +1,11 @@
 """One node process: the store, its log, the HTTP API and gossip over TCP, wired together and run.
 
-Start-up order: lock the data directory, read the item store and replay the log's tail into the
-store, claim an identity, and only then serve. The log's committer and gossip start in the
-application's ``cleanup_ctx``, so both are up before the HTTP site accepts its first request; at
-shutdown gossip stops first (last deltas flushed, peers told) and the log last (a final flush of
-the items changed since the last one). The event loop is
+Start-up order: lock the data directory, open the item store and the log after the segment it
+covers, claim an identity, read the item store's first items and replay the log's tail into the
+store, and only then serve (the rest of a big item store is read in while serving). The log's
+committer and gossip start in the application's ``cleanup_ctx``, so both are up before the HTTP site
+accepts its first request; at shutdown gossip stops first (last deltas flushed, peers told) and the
+log last (a final flush of the items changed since the last one). The event loop is
 uvloop's when it is installed.
 """
 
@@ -290,7 +291,8 @@ def run_node(
 ) -> None:
     """Run node ``name`` of the cluster file in the foreground until SIGINT or SIGTERM, logging in
     ``log_format`` from ``log_level`` up (``node.process.logs``); ``discard_damaged`` is the
-    operator's leave to start without a damaged snapshot (``WriteAheadLog.open``).
+    operator's leave to start without what is damaged in the item store or a previous version's
+    snapshot (``open_item_store``, ``open_store``, ``WriteAheadLog.open``).
 
     Two seams for tests, which production never uses and no setting or variable turns on (a test
     starts the node through ``bench.testnode``): ``gossip_route`` cuts and detours gossip frames

@@ -97,6 +97,8 @@ class LikeStore:
         self.index = UserIndex(self, hot_item_likes)
         self.unflushed = ChangedKeys()
         self._listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests, self.unflushed)
+        #: Those told of a state read from the item store: it is there already, so not ``unflushed``.
+        self._stored_listeners: tuple[ChangeListener, ...] = (self.index, self.dirty, self.digests)
         #: While the item store is still being read in, a point read of an item not held yet
         #: (``read_through``), so a request or a delta for it sees its stored state first.
         self._stored: Callable[[bytes], bytes | None] | None = None
@@ -167,8 +169,7 @@ class LikeStore:
 
     def restore_stored(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
         """``restore`` states read from the item store: already there, so not ``unflushed``."""
-        listeners = self._listeners
-        self._listeners = tuple(listener for listener in listeners if listener is not self.unflushed)
+        listeners, self._listeners = self._listeners, self._stored_listeners
         try:
             return self._restore(pairs, stored=True)
         finally:
@@ -600,9 +601,9 @@ class LikeStore:
         """``state_aside`` as the item store keeps it: a one-like item in its own, cheaper form
         (``encode_stored``)."""
         held = self._get(key)
-        if isinstance(held, bytes):
-            return encode_stored(held)
-        return await self.state_aside(key)
+        if held is None:
+            return None
+        return encode_stored(held) if isinstance(held, bytes) else await encode_item_aside(held)
 
     async def state_aside(self, key: bytes) -> bytes | None:
         """``state``, a big item's encoded off the event loop (``encode_item_aside``)."""
